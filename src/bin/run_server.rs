@@ -1,0 +1,175 @@
+//! `run_server`: parse the flags, start the server (or run an offline admin
+//! command on the database), report, exit. The work is in the library.
+
+use clap::{Parser, Subcommand};
+use dccn_auth::config::{self, ServerConfig};
+use dccn_auth::server::Server;
+use dccn_auth::store::UserStore;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Seconds sessions get to finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+#[derive(Parser)]
+#[command(
+    name = "run_server",
+    version,
+    about = "Password authentication server (wire protocol v1, see docs/PROTOCOL.md).",
+    long_about = "Password authentication server (wire protocol v1, see docs/PROTOCOL.md).\n\n\
+        Thread per client over TCP; users are kept in the SQLite file given by --db, \
+        table USERS (login, SHA-256(salt+password), salt). Every flag can also be set \
+        by the environment variable shown. Log level: DCCN_LOG (error, warn, info, debug).",
+    after_help = "Examples:\n  run_server                          serve on 127.0.0.1:7886 with ./users.db\n  \
+        run_server --port 0 --db /tmp/t.db  serve on a free port\n  \
+        run_server list-users               who is registered (name and salt)\n  \
+        run_server delete-user alice        remove a user (offline)"
+)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "DCCN_HOST", default_value = config::DEFAULT_HOST)]
+    host: String,
+    /// Port to listen on (0 picks a free port; the address is printed).
+    #[arg(long, env = "DCCN_PORT", default_value_t = config::DEFAULT_PORT)]
+    port: u16,
+    /// SQLite database file (created if missing).
+    #[arg(long, env = "DCCN_DB", default_value = config::DEFAULT_DB_PATH, global = true)]
+    db: PathBuf,
+    /// Listen backlog: connections waiting to be accepted.
+    #[arg(long, env = "DCCN_BACKLOG", default_value_t = config::DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(i32).range(1..=65535))]
+    backlog: i32,
+    /// Sessions served at once; one more hears "Error: server busy".
+    #[arg(long, env = "DCCN_MAX_SESSIONS", default_value_t = config::DEFAULT_MAX_SESSIONS,
+          value_parser = parse_positive)]
+    max_sessions: usize,
+    /// Seconds to wait for each reply before login.
+    #[arg(long, env = "DCCN_LOGIN_TIMEOUT", value_name = "SECS",
+          default_value_t = config::DEFAULT_LOGIN_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    login_timeout: u64,
+    /// Seconds to wait for each reply once logged in.
+    #[arg(long, env = "DCCN_SESSION_TIMEOUT", value_name = "SECS",
+          default_value_t = config::DEFAULT_SESSION_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    session_timeout: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Offline administration of the database file (no server needs to run).
+#[derive(Subcommand)]
+enum Command {
+    /// List registered users: name and salt (the verifier only with --show-hashes).
+    ListUsers {
+        /// Also print each stored verifier, SHA-256(salt+password). Treat it as a password.
+        #[arg(long)]
+        show_hashes: bool,
+    },
+    /// Delete a user from the database.
+    DeleteUser {
+        /// The exact (case-sensitive) username.
+        name: String,
+    },
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a whole number above 0, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("DCCN_LOG", "info")).init();
+    // A bug that panics a session is logged as one line; the server goes on.
+    std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+
+    let result = match &cli.command {
+        None => serve(&cli),
+        Some(Command::ListUsers { show_hashes }) => list_users(&cli.db, *show_hashes),
+        Some(Command::DeleteUser { name }) => delete_user(&cli.db, name),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("run_server: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> Result<ExitCode, String> {
+    let config = ServerConfig {
+        host: cli.host.clone(),
+        port: cli.port,
+        db_path: cli.db.clone(),
+        backlog: cli.backlog,
+        max_sessions: cli.max_sessions,
+        login_timeout: Duration::from_secs(cli.login_timeout),
+        session_timeout: Duration::from_secs(cli.session_timeout),
+    };
+    let server = Server::bind(&config).map_err(|e| e.to_string())?;
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    let mut stopper = server.stopper();
+    ctrlc::set_handler(move || {
+        let left = stopper.shutdown(SHUTDOWN_GRACE);
+        if left > 0 {
+            log::warn!("{left} sessions still running at exit");
+        }
+        let _ = stopped_tx.send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+
+    println!(
+        "run_server listening on {} (database {}, backlog {}, max sessions {})",
+        server.local_addr(),
+        config.db_path.display(),
+        config.backlog,
+        config.max_sessions
+    );
+    let _ = std::io::stdout().flush();
+    server.run();
+    // The accept loop ends only through the signal handler: wait for its grace.
+    let _ = stopped_rx.recv_timeout(SHUTDOWN_GRACE + Duration::from_secs(1));
+    log::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(db: &Path) -> Result<UserStore, String> {
+    if !db.exists() {
+        return Err(format!("no database at {}", db.display()));
+    }
+    UserStore::open(db).map_err(|e| e.to_string())
+}
+
+fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
+    let users = open_store(db)?.list().map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let line = |name: &str, salt: &str, verifier: &str| {
+        if show_hashes {
+            format!("{name:<32}  {salt:<32}  {verifier}\n")
+        } else {
+            format!("{name:<32}  {salt}\n")
+        }
+    };
+    let mut text = line("USERNAME", "SALT", "VERIFIER");
+    for u in &users {
+        text.push_str(&line(&u.login, &u.salt, &u.verifier));
+    }
+    text.push_str(&format!("{} users\n", users.len()));
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete_user(db: &Path, name: &str) -> Result<ExitCode, String> {
+    if open_store(db)?.delete(name).map_err(|e| e.to_string())? {
+        println!("deleted user {name:?}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(format!("no user named {name:?} in {}", db.display()))
+    }
+}

@@ -1,0 +1,84 @@
+//! Defaults and limits, in one place.
+//!
+//! Every number the server or the client relies on is a named constant here, so
+//! that a reader can find (and a deployer can change) each limit without hunting
+//! through the code. `run_server` and `run_client` take these as the defaults of
+//! their flags; each flag can also be set by an environment variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Address the server binds and the client connects to by default.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The original design's port.
+pub const DEFAULT_PORT: u16 = 7886;
+/// SQLite file holding the `USERS` table.
+pub const DEFAULT_DB_PATH: &str = "users.db";
+/// Listen backlog of the original design (std's `TcpListener::bind` would use 128).
+pub const DEFAULT_BACKLOG: i32 = 8;
+/// Sessions served at once; one more hears `Error: server busy`.
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// Deadline for each reply line before login.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline for each reply line once logged in.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Longest line, in bytes, not counting the LF or a CR right before it.
+pub const MAX_LINE_BYTES: usize = 1024;
+/// Tries at a repeated prompt (username or password at register / change_password).
+pub const MAX_PROMPT_TRIES: u32 = 3;
+/// How long one write may block before the peer is given up on (a client that
+/// never reads must not pin a thread).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Write timeout for the best-effort `Error: server busy` sent by the accept loop.
+pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Stack of each session thread: sessions are shallow, and thousands of idle ones
+/// should cost little memory.
+pub const SESSION_STACK_BYTES: usize = 256 * 1024;
+/// Longest wait for the SQLite database when another process holds its lock.
+pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Username rule: length in characters.
+pub const USERNAME_MAX_CHARS: usize = 32;
+/// Password rule: minimum length in characters.
+pub const PASSWORD_MIN_CHARS: usize = 8;
+
+/// Throttling: consecutive failures of one (username, address) pair before its window.
+pub const PAIR_FREE_FAILURES: u32 = 5;
+/// Throttling: failures from one address, over all names, before its window.
+pub const ADDR_FREE_FAILURES: u32 = 20;
+/// Throttling: the per-address counter looks back this far.
+pub const ADDR_FAILURE_SPAN: Duration = Duration::from_secs(600);
+/// Throttling: first window, doubled with each further checked failure.
+pub const THROTTLE_BASE_WINDOW: Duration = Duration::from_secs(1);
+/// Throttling: the window never grows past this.
+pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
+/// Throttling: keys kept in memory at most (the oldest go first).
+pub const THROTTLE_MAX_KEYS: usize = 100_000;
+
+/// Everything `run_server` needs to start; built from flags by the binary, or
+/// directly by tests.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub db_path: PathBuf,
+    pub backlog: i32,
+    pub max_sessions: usize,
+    pub login_timeout: Duration,
+    pub session_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            db_path: PathBuf::from(DEFAULT_DB_PATH),
+            backlog: DEFAULT_BACKLOG,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The accept loop, the session cap, and the thread of each client.
+//!
+//! The accepting thread does nothing but accept and hand off, so a burst of
+//! clients does not overflow the small listen backlog (8, the original design's):
+//! per-connection setup (socket options, the session) runs in the new thread.
+//! When [`ServerConfig::max_sessions`] are running, one more connection is told
+//! `Error: server busy` by the accept loop itself, best effort, and closed without
+//! a session thread.
+//!
+//! Each session holds a [`SessionSlot`]; dropping it (however the thread ends,
+//! panics included) frees the slot. The slots also let [`ServerHandle::shutdown`]
+//! wake every session blocked in a read, so each can tell its client
+//! `Error: server shutting down`.
+
+use crate::codec::LineConn;
+use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, SESSION_STACK_BYTES, WRITE_TIMEOUT};
+use crate::session::{End, Services, Session};
+use crate::store::{StoreError, UserStore};
+use crate::transport::TcpTransport;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The server could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    Store(StoreError),
+    Bind(String, io::Error),
+    BadAddress(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Store(e) => write!(f, "{e}"),
+            ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServerError::BadAddress(addr) => write!(f, "cannot resolve the address {addr}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
+}
+
+/// Sessions running now, and a way to reach each one's socket.
+#[derive(Default)]
+struct Sessions {
+    live: Mutex<LiveSessions>,
+    all_ended: Condvar,
+}
+
+#[derive(Default)]
+struct LiveSessions {
+    next_id: u64,
+    count: usize,
+    /// A clone of each session's socket, registered once its thread is up.
+    sockets: HashMap<u64, TcpStream>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveSessions> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One running session's place under the cap; released on drop.
+struct SessionSlot {
+    id: u64,
+    sessions: Arc<Sessions>,
+}
+
+impl SessionSlot {
+    /// Takes a slot unless `max` are taken.
+    fn claim(sessions: &Arc<Sessions>, max: usize) -> Option<SessionSlot> {
+        let mut live = sessions.lock();
+        if live.count >= max {
+            return None;
+        }
+        live.count += 1;
+        live.next_id += 1;
+        Some(SessionSlot {
+            id: live.next_id,
+            sessions: sessions.clone(),
+        })
+    }
+
+    fn register_socket(&self, sock: TcpStream) {
+        self.sessions.lock().sockets.insert(self.id, sock);
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut live = self.sessions.lock();
+        live.count -= 1;
+        live.sockets.remove(&self.id);
+        if live.count == 0 {
+            self.sessions.all_ended.notify_all();
+        }
+    }
+}
+
+/// A bound server, ready to accept.
+pub struct Server {
+    listener: TcpListener,
+    services: Arc<Services>,
+    sessions: Arc<Sessions>,
+    max_sessions: usize,
+}
+
+/// Binds `addr` with an explicit listen backlog (std's `bind` always asks for 128).
+fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server must not fail with "address in use" because of old
+    // connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Opens the store and binds the listening socket.
+    pub fn bind(config: &ServerConfig) -> Result<Server, ServerError> {
+        let store = UserStore::open(&config.db_path)?;
+        let services = Services::new(store, config.login_timeout, config.session_timeout);
+        Self::bind_with(config, services)
+    }
+
+    /// Binds with services built by the caller (tests set hooks on them).
+    pub fn bind_with(config: &ServerConfig, services: Services) -> Result<Server, ServerError> {
+        let wanted = format!("{}:{}", config.host, config.port);
+        let addr = (config.host.as_str(), config.port)
+            .to_socket_addrs()
+            .map_err(|_| ServerError::BadAddress(wanted.clone()))?
+            .next()
+            .ok_or_else(|| ServerError::BadAddress(wanted.clone()))?;
+        let listener = listen(addr, config.backlog).map_err(|e| ServerError::Bind(wanted, e))?;
+        Ok(Server {
+            listener,
+            services: Arc::new(services),
+            sessions: Arc::new(Sessions::default()),
+            max_sessions: config.max_sessions,
+        })
+    }
+
+    /// The address actually listened on (port 0 picks a free port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Accepts clients until [`ServerHandle::shutdown`] is called.
+    pub fn run(&self) {
+        for stream in self.listener.incoming() {
+            if self.services.is_shutting_down() {
+                break;
+            }
+            match stream {
+                Ok(sock) => self.hand_off(sock),
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    // Out of file descriptors: give sessions a moment to end.
+                    if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+    }
+
+    fn hand_off(&self, sock: TcpStream) {
+        let Some(slot) = SessionSlot::claim(&self.sessions, self.max_sessions) else {
+            refuse_busy(sock);
+            return;
+        };
+        let services = self.services.clone();
+        let spawned = thread::Builder::new()
+            .stack_size(SESSION_STACK_BYTES)
+            .spawn(move || serve_client(sock, slot, &services));
+        if let Err(e) = spawned {
+            log::error!("cannot start a session thread: {e}");
+        }
+    }
+
+    /// Runs the accept loop on its own thread; the handle stops it.
+    pub fn spawn(self) -> ServerHandle {
+        let addr = self.local_addr();
+        let services = self.services.clone();
+        let sessions = self.sessions.clone();
+        let accept_thread = thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || self.run())
+            .expect("cannot start the accept thread");
+        ServerHandle {
+            addr,
+            services,
+            sessions,
+            accept_thread: Some(accept_thread),
+        }
+    }
+
+    /// A handle that can stop this server from another thread (a signal handler),
+    /// while [`run`](Self::run) keeps the current thread.
+    pub fn stopper(&self) -> ServerHandle {
+        ServerHandle {
+            addr: self.local_addr(),
+            services: self.services.clone(),
+            sessions: self.sessions.clone(),
+            accept_thread: None,
+        }
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+}
+
+/// `Error: server busy`, written by the accepting thread with a short timeout.
+fn refuse_busy(mut sock: TcpStream) {
+    log::warn!(
+        "session cap reached: refusing {}",
+        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    let _ = sock.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
+    let _ = sock.write_all(b"Error: server busy\n__quit__\n");
+}
+
+/// The body of a session thread.
+fn serve_client(sock: TcpStream, slot: SessionSlot, services: &Services) {
+    let peer = match sock.peer_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            log::debug!("connection gone before its session started: {e}");
+            return;
+        }
+    };
+    let ip: IpAddr = peer.ip().to_canonical();
+    // Replies are one write per turn; Nagle would only delay them.
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
+    if let Ok(clone) = sock.try_clone() {
+        slot.register_socket(clone);
+    }
+    // Shutdown may have begun before the socket was registered.
+    if services.is_shutting_down() {
+        let _ = sock.shutdown(Shutdown::Read);
+    }
+    log::info!("{peer} connected");
+    let started = Instant::now();
+    let conn = LineConn::new(TcpTransport::new(sock));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| Session::new(conn, services, ip).run()));
+    let lasted = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(End::Quit) => log::info!("{peer} quit after {lasted:.1}s"),
+        Ok(End::Gone(why)) => log::info!("{peer} disconnected after {lasted:.1}s: {why}"),
+        Ok(End::Fatal(reason)) => log::warn!("{peer} closed after {lasted:.1}s: {reason}"),
+        Err(_) => log::error!("{peer} session panicked; other sessions go on"),
+    }
+    drop(slot);
+}
+
+/// Controls a running server: its address, and a graceful stop.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    services: Arc<Services>,
+    sessions: Arc<Sessions>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Sessions running now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().count
+    }
+
+    /// Stops accepting, tells every session to end (each says
+    /// `Error: server shutting down` at its next read; work in progress, such
+    /// as a registration being committed, finishes first), and waits up to
+    /// `grace` for them. Returns the number of sessions still running.
+    pub fn shutdown(&mut self, grace: Duration) -> usize {
+        if !self.services.shutting_down.swap(true, Ordering::AcqRel) {
+            log::info!("shutting down");
+        }
+        // Wake the accept loop with a connection of our own.
+        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+        let deadline = Instant::now() + grace;
+        let mut live = self.sessions.lock();
+        for sock in live.sockets.values() {
+            // The blocked read returns at once; writing still works.
+            let _ = sock.shutdown(Shutdown::Read);
+        }
+        while live.count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            live = self
+                .sessions
+                .all_ended
+                .wait_timeout(live, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        live.count
+    }
+}
+
+/// Where to connect to wake a listener bound to `addr` (an unspecified address
+/// such as 0.0.0.0 is reached through loopback).
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+            SocketAddr::V6(_) => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        });
+    }
+    a
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if self.accept_thread.is_some() {
+            self.shutdown(Duration::from_secs(2));
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The user store: the original `USERS` table in one SQLite file.
+//!
+//! ```sql
+//! USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT)   -- password = verifier
+//! ```
+//!
+//! All sessions share one [`rusqlite::Connection`] behind a [`Mutex`]; the lock is
+//! held for one statement or one transaction, never across socket I/O or hashing.
+//! A second table, `SERVER_SECRET`, keeps the key of the fake salts, so they stay
+//! the same across restarts; a database written by the original Python server
+//! opens as it is.
+//!
+//! Durability: the database runs in WAL mode with `synchronous = FULL`, so a commit
+//! returns only after the write-ahead log is synced to disk; a registration is
+//! acknowledged only after its commit. Concurrent registrations share one commit
+//! (group commit, see [`UserStore::register`]), so many of them cost one sync.
+
+use crate::config::STORE_BUSY_TIMEOUT;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// A store operation failed (disk full, read-only file, lock not obtained ...).
+/// Sessions answer `Server error, try again later`; the message goes to the log.
+#[derive(Debug, Clone)]
+pub struct StoreError(String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "database error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// What the store keeps about one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub login: String,
+    /// `hex(SHA-256(salt || password))`, never the password.
+    pub verifier: String,
+    pub salt: String,
+}
+
+/// Result of a registration that reached the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Registered,
+    /// The name exists (maybe a concurrent registration won the race).
+    NameTaken,
+}
+
+/// A registration waiting for the next group commit.
+struct Pending {
+    ticket: u64,
+    record: UserRecord,
+}
+
+/// Registrations queued for a commit, and the results of those already done.
+#[derive(Default)]
+struct CommitQueue {
+    next_ticket: u64,
+    waiting: Vec<Pending>,
+    done: HashMap<u64, Result<Registration, StoreError>>,
+}
+
+/// The users table behind one shared connection.
+pub struct UserStore {
+    db: Mutex<Connection>,
+    queue: Mutex<CommitQueue>,
+    secret: Vec<u8>,
+}
+
+/// Lock a mutex even if a panicking session poisoned it: every critical section
+/// here leaves the data consistent (SQLite rolls back an unfinished transaction),
+/// so one session's panic must not take the store away from the others.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl UserStore {
+    /// Opens (or creates) the database file, the `USERS` table and the server secret.
+    pub fn open(path: &Path) -> Result<UserStore, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(STORE_BUSY_TIMEOUT)?;
+        // WAL + FULL: a commit is durable when it returns, with one sync of the log.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT);
+             CREATE TABLE IF NOT EXISTS SERVER_SECRET (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 secret BLOB NOT NULL);",
+        )?;
+        let secret = Self::load_or_make_secret(&conn)?;
+        Ok(UserStore {
+            db: Mutex::new(conn),
+            queue: Mutex::new(CommitQueue::default()),
+            secret,
+        })
+    }
+
+    fn load_or_make_secret(conn: &Connection) -> Result<Vec<u8>, StoreError> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| StoreError(format!("no OS randomness: {e}")))?;
+        // OR IGNORE: if another process made it first, theirs is kept and read back.
+        conn.execute(
+            "INSERT OR IGNORE INTO SERVER_SECRET (id, secret) VALUES (1, ?1)",
+            params![&fresh[..]],
+        )?;
+        Ok(
+            conn.query_row("SELECT secret FROM SERVER_SECRET WHERE id = 1", [], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
+    /// The random key of the fake salts, made once and kept in the database.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// The user named exactly `login`, if any.
+    pub fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached("SELECT password, salt FROM USERS WHERE login = ?1")?;
+        let row = stmt
+            .query_row(params![login], |r| {
+                Ok(UserRecord {
+                    login: login.to_string(),
+                    verifier: r.get(0)?,
+                    salt: r.get(1)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn exists(&self, login: &str) -> Result<bool, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached("SELECT 1 FROM USERS WHERE login = ?1")?;
+        Ok(stmt.exists(params![login])?)
+    }
+
+    /// Adds a user; returns once the row is durable on disk (or was refused).
+    ///
+    /// Group commit: each caller queues its row, then takes the database lock.
+    /// Whoever gets the lock writes *every* row queued so far in one transaction,
+    /// one sync for all, and leaves each caller its result. A caller whose row was
+    /// written by someone else finds its result as soon as it gets the lock. While
+    /// one batch is being synced, the next batch gathers in the queue.
+    pub fn register(&self, record: UserRecord) -> Result<Registration, StoreError> {
+        let ticket = {
+            let mut q = lock(&self.queue);
+            q.next_ticket += 1;
+            let ticket = q.next_ticket;
+            q.waiting.push(Pending { ticket, record });
+            ticket
+        };
+        let mut db = lock(&self.db);
+        let batch = {
+            let mut q = lock(&self.queue);
+            if let Some(result) = q.done.remove(&ticket) {
+                return result;
+            }
+            std::mem::take(&mut q.waiting)
+        };
+        let results = write_batch(&mut db, &batch);
+        // Publish before the database lock is released, so every caller in this
+        // batch finds its result when it gets the lock.
+        let mut q = lock(&self.queue);
+        let mut mine = None;
+        for (pending, result) in batch.iter().zip(results) {
+            if pending.ticket == ticket {
+                mine = Some(result);
+            } else {
+                q.done.insert(pending.ticket, result);
+            }
+        }
+        mine.unwrap_or_else(|| Err(StoreError("registration lost from the commit queue".into())))
+    }
+
+    /// Replaces the verifier and salt of an existing user; false if there is none.
+    pub fn change_password(
+        &self,
+        login: &str,
+        verifier: &str,
+        salt: &str,
+    ) -> Result<bool, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt =
+            db.prepare_cached("UPDATE USERS SET password = ?2, salt = ?3 WHERE login = ?1")?;
+        Ok(stmt.execute(params![login, verifier, salt])? == 1)
+    }
+
+    /// Removes a user; false if there was none.
+    pub fn delete(&self, login: &str) -> Result<bool, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached("DELETE FROM USERS WHERE login = ?1")?;
+        Ok(stmt.execute(params![login])? == 1)
+    }
+
+    /// Every user, sorted by name (for the offline admin listing).
+    pub fn list(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare("SELECT login, password, salt FROM USERS ORDER BY login")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UserRecord {
+                login: r.get(0)?,
+                verifier: r.get(1)?,
+                salt: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Writes a batch of new users in one transaction: each row is `Registered` or
+/// `NameTaken`; if the transaction fails, every row gets the error.
+fn write_batch(db: &mut Connection, batch: &[Pending]) -> Vec<Result<Registration, StoreError>> {
+    match insert_all(db, batch) {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration>, StoreError> {
+    let tx = db.transaction()?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO USERS (login, password, salt) VALUES (?1, ?2, ?3)",
+        )?;
+        for p in batch {
+            let r = &p.record;
+            let added = insert.execute(params![r.login, r.verifier, r.salt])?;
+            outcomes.push(if added == 1 {
+                Registration::Registered
+            } else {
+                Registration::NameTaken
+            });
+        }
+    }
+    // The commit syncs the log: only after this are the rows acknowledged.
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn record(name: &str) -> UserRecord {
+        UserRecord {
+            login: name.into(),
+            verifier: format!("v-{name}"),
+            salt: format!("s-{name}"),
+        }
+    }
+
+    #[test]
+    fn register_find_change_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
+        assert_eq!(store.find("ann").unwrap(), None);
+        assert_eq!(
+            store.register(record("ann")).unwrap(),
+            Registration::Registered
+        );
+        assert_eq!(
+            store.register(record("ann")).unwrap(),
+            Registration::NameTaken
+        );
+        assert_eq!(store.find("ann").unwrap(), Some(record("ann")));
+        assert!(store.exists("ann").unwrap());
+        assert!(!store.exists("Ann").unwrap(), "names are case-sensitive");
+        assert!(store.change_password("ann", "v2", "s2").unwrap());
+        assert_eq!(store.find("ann").unwrap().unwrap().verifier, "v2");
+        assert!(store.delete("ann").unwrap());
+        assert!(!store.delete("ann").unwrap());
+        assert!(!store.change_password("ann", "v3", "s3").unwrap());
+    }
+
+    #[test]
+    fn secret_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.db");
+        let first = UserStore::open(&path).unwrap().secret().to_vec();
+        assert_eq!(first.len(), 32);
+        assert_eq!(UserStore::open(&path).unwrap().secret(), &first[..]);
+    }
+
+    #[test]
+    fn concurrent_registrations_each_get_their_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(UserStore::open(&dir.path().join("u.db")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            // Every name is registered by two threads: one wins.
+                            let name = format!("u{}-{i}", t / 2);
+                            store.register(record(&name)).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let outcomes: Vec<Registration> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let won = outcomes
+            .iter()
+            .filter(|o| **o == Registration::Registered)
+            .count();
+        assert_eq!(won, 4 * 25);
+        assert_eq!(outcomes.len() - won, 4 * 25);
+        assert_eq!(store.list().unwrap().len(), 100);
+    }
+}
