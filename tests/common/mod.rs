@@ -1,0 +1,260 @@
+//! Test helpers: a real server on 127.0.0.1:0 with a fresh SQLite file, and a
+//! protocol client that talks to it over a real socket.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use dccn_auth::config::ServerConfig;
+use dccn_auth::crypto;
+use dccn_auth::server::{Server, ServerHandle};
+use dccn_auth::session::Services;
+use dccn_auth::store::UserStore;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a test client waits for any line before failing the test.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const MAIN_MENU: &str = "What do you want to do? (register/login/quit)";
+pub const USER_MENU: &str =
+    "What do you want to do? (ls/whoami/change_password/logout/delete_account/quit)";
+
+/// A running server and the temporary directory that holds its database.
+pub struct TestApp {
+    pub handle: ServerHandle,
+    pub addr: SocketAddr,
+    pub db_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config_for(db_path: PathBuf) -> ServerConfig {
+    ServerConfig {
+        port: 0,
+        db_path,
+        ..ServerConfig::default()
+    }
+}
+
+/// A server with default settings on a fresh database.
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}, |_| {})
+}
+
+/// A server on a fresh database, with the config and services adjusted first.
+pub fn spawn_app_with(
+    tweak_config: impl FnOnce(&mut ServerConfig),
+    tweak_services: impl FnOnce(&mut Services),
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("users.db");
+    let mut config = config_for(db_path.clone());
+    tweak_config(&mut config);
+    let handle = start(&config, tweak_services);
+    TestApp {
+        addr: handle.addr(),
+        handle,
+        db_path,
+        dir,
+    }
+}
+
+/// Starts a server for `config` (e.g. on an existing database).
+pub fn start(config: &ServerConfig, tweak_services: impl FnOnce(&mut Services)) -> ServerHandle {
+    let store = UserStore::open(&config.db_path).expect("open store");
+    let mut services = Services::new(store, config.login_timeout, config.session_timeout);
+    tweak_services(&mut services);
+    Server::bind_with(config, services)
+        .expect("bind on port 0")
+        .spawn()
+}
+
+impl TestApp {
+    pub fn client(&self) -> TestClient {
+        TestClient::connect(self.addr)
+    }
+
+    /// A client whose connection comes from another loopback address (the
+    /// whole 127.0.0.0/8 range reaches the server on Linux).
+    pub fn client_from(&self, source: [u8; 4]) -> TestClient {
+        TestClient::connect_from(self.addr, IpAddr::from(source))
+    }
+
+    /// Registers `name` with `password` on a connection of its own.
+    pub fn register(&self, name: &str, password: &str) {
+        let mut c = self.client();
+        c.expect_greeting();
+        let out = c.register(name, password);
+        assert!(
+            out.contains(&"User successfully registered!".to_string()),
+            "{out:?}"
+        );
+        c.quit();
+    }
+}
+
+/// A protocol client for tests: reads lines, answers prompts.
+pub struct TestClient {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+impl TestClient {
+    pub fn connect(addr: SocketAddr) -> TestClient {
+        Self::wrap(TcpStream::connect(addr).expect("connect to test server"))
+    }
+
+    pub fn connect_from(addr: SocketAddr, source: IpAddr) -> TestClient {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(source, 0).into()).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        Self::wrap(sock.into())
+    }
+
+    fn wrap(sock: TcpStream) -> TestClient {
+        sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        sock.set_nodelay(true).unwrap();
+        TestClient {
+            writer: sock.try_clone().unwrap(),
+            reader: BufReader::new(sock),
+        }
+    }
+
+    /// One line without its LF; `None` at EOF.
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end_matches('\n').to_string()),
+            Err(e) => panic!("reading from the server: {e}"),
+        }
+    }
+
+    pub fn line(&mut self) -> String {
+        self.try_line().expect("server closed the connection")
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to server");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to server");
+    }
+
+    /// Every line up to and including the next control line other than
+    /// `__nonce__:` (which always comes right before `__password__`).
+    pub fn until_prompt(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            let done = l.starts_with("__") && !l.starts_with("__nonce__:");
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Reads up to the next prompt and checks it is `control`; returns the lines
+    /// before it.
+    pub fn expect_prompt(&mut self, control: &str) -> Vec<String> {
+        let mut lines = self.until_prompt();
+        let last = lines.pop().unwrap();
+        assert_eq!(last, control, "lines before it: {lines:?}");
+        lines
+    }
+
+    pub fn expect_greeting(&mut self) {
+        let lines = self.expect_prompt("__type__");
+        assert_eq!(lines, vec!["Connected to server", MAIN_MENU]);
+    }
+
+    /// From the main menu's `__type__`: the whole register flow. Returns the
+    /// lines after the last password, up to the next `__type__` (excluded).
+    pub fn register(&mut self, name: &str, password: &str) -> Vec<String> {
+        self.send("register");
+        self.expect_prompt("__username__");
+        self.send(name);
+        self.expect_prompt("__password__");
+        self.send(password);
+        assert_eq!(self.expect_prompt("__password__"), vec!["Repeat password"]);
+        self.send(password);
+        self.expect_prompt("__type__")
+    }
+
+    /// Reads `__nonce__:<salt>:<nonce>` and `__password__`; returns (salt, nonce).
+    pub fn expect_challenge(&mut self) -> (String, String) {
+        let lines = self.expect_prompt("__password__");
+        let challenge = lines.last().expect("a challenge line");
+        let rest = challenge
+            .strip_prefix("__nonce__:")
+            .unwrap_or_else(|| panic!("expected a challenge, got {lines:?}"));
+        let (salt, nonce) = rest.split_once(':').expect("salt:nonce");
+        assert!(crypto::is_token(nonce), "nonce {nonce:?}");
+        (salt.to_string(), nonce.to_string())
+    }
+
+    /// Answers a challenge with `password`.
+    pub fn answer_challenge(&mut self, password: &str) -> (String, String) {
+        let (salt, nonce) = self.expect_challenge();
+        let response = crypto::response(&nonce, &crypto::verifier(&salt, password));
+        self.send(&response);
+        (salt, nonce)
+    }
+
+    /// From the main menu's `__type__`: login. Returns the lines up to the next
+    /// `__type__` (excluded).
+    pub fn login(&mut self, name: &str, password: &str) -> Vec<String> {
+        self.send("login");
+        self.expect_prompt("__username__");
+        self.send(name);
+        self.answer_challenge(password);
+        self.expect_prompt("__type__")
+    }
+
+    pub fn login_ok(&mut self, name: &str, password: &str) {
+        let out = self.login(name, password);
+        assert_eq!(
+            out,
+            vec!["Successfully login", "Access granted!", USER_MENU]
+        );
+    }
+
+    pub fn login_refused(&mut self, name: &str, password: &str) {
+        let out = self.login(name, password);
+        assert_eq!(out, vec!["User or password incorrect", MAIN_MENU]);
+    }
+
+    pub fn quit(&mut self) {
+        self.send("quit");
+        assert_eq!(self.line(), "__quit__");
+        assert_eq!(self.try_line(), None, "server closes after __quit__");
+    }
+
+    /// Reads until the server closes; returns every line.
+    pub fn rest(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(l) = self.try_line() {
+            lines.push(l);
+        }
+        lines
+    }
+
+    /// Reads raw bytes until EOF or a reset (after an error the server closes).
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.reader.read_to_end(&mut out);
+        out
+    }
+}
+
+/// A new connection at the main menu, logged in as `name`.
+pub fn logged_in(app: &TestApp, name: &str, password: &str) -> TestClient {
+    let mut c = app.client();
+    c.expect_greeting();
+    c.login_ok(name, password);
+    c
+}
