@@ -139,6 +139,13 @@ impl<T: Transport> LineConn<T> {
         }
     }
 
+    /// Flushes what is queued and closes the stream politely (best effort: the
+    /// peer may be gone).
+    pub fn close(&mut self) {
+        let _ = self.flush();
+        self.io.close();
+    }
+
     pub fn transport(&self) -> &T {
         &self.io
     }

@@ -5,6 +5,7 @@
 //! through the code. `run_server` and `run_client` take these as the defaults of
 //! their flags; each flag can also be set by an environment variable.
 
+use crate::tls::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,11 +33,22 @@ pub const MAX_PROMPT_TRIES: u32 = 3;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Write timeout for the best-effort `Error: server busy` sent by the accept loop.
 pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+/// At close, how long and how much of the peer's unread input is drained so the
+/// goodbye lines are not destroyed by a reset.
+pub const LINGER_TIME: Duration = Duration::from_millis(200);
+pub const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// Stack of each session thread: sessions are shallow, and thousands of idle ones
 /// should cost little memory.
 pub const SESSION_STACK_BYTES: usize = 256 * 1024;
 /// Longest wait for the SQLite database when another process holds its lock.
 pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// On a TLS port, a client that sends no TLS handshake within this time is taken
+/// for a plain-text client (which waits for the greeting) and told so.
+pub const PLAIN_CLIENT_PROBE: Duration = Duration::from_secs(1);
+/// Names of the `--tls-self-signed` files, made in the database's folder.
+pub const SELF_SIGNED_CERT_FILE: &str = "server-cert.pem";
+pub const SELF_SIGNED_KEY_FILE: &str = "server-key.pem";
 
 /// Username rule: length in characters.
 pub const USERNAME_MAX_CHARS: usize = 32;
@@ -67,6 +79,8 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     pub login_timeout: Duration,
     pub session_timeout: Duration,
+    /// Serve TLS with these files instead of plain TCP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +93,7 @@ impl Default for ServerConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            tls: None,
         }
     }
 }

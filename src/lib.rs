@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! socket ──> transport ──> codec ──> session ──> store
-//!            (TCP/memory,  (lines,   (protocol   (SQLite USERS table,
-//!             deadlines)    limits)   state       one Mutex<Connection>)
-//!                                     machine)
+//!            (TCP, TLS,    (lines,   (protocol   (SQLite USERS table,
+//!             memory;       limits)   state       one Mutex<Connection>)
+//!             deadlines)              machine)
 //! ```
 //!
 //! - [`config`]: defaults and limits, every one a named constant.
@@ -18,6 +18,7 @@
 //! - [`store`]: the `USERS` table, durable registrations with group commit.
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
+//! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
 
 pub mod codec;
@@ -28,4 +29,5 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod throttle;
+pub mod tls;
 pub mod transport;

@@ -16,7 +16,8 @@ use crate::codec::LineConn;
 use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, SESSION_STACK_BYTES, WRITE_TIMEOUT};
 use crate::session::{End, Services, Session};
 use crate::store::{StoreError, UserStore};
-use crate::transport::TcpTransport;
+use crate::tls::{self, TlsError};
+use crate::transport::{TcpTransport, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::fmt;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub enum ServerError {
     Store(StoreError),
+    Tls(TlsError),
     Bind(String, io::Error),
     BadAddress(String),
 }
@@ -40,6 +42,7 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::Store(e) => write!(f, "{e}"),
+            ServerError::Tls(e) => write!(f, "{e}"),
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::BadAddress(addr) => write!(f, "cannot resolve the address {addr}"),
         }
@@ -118,6 +121,7 @@ pub struct Server {
     services: Arc<Services>,
     sessions: Arc<Sessions>,
     max_sessions: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Binds `addr` with an explicit listen backlog (std's `bind` always asks for 128).
@@ -147,12 +151,17 @@ impl Server {
             .map_err(|_| ServerError::BadAddress(wanted.clone()))?
             .next()
             .ok_or_else(|| ServerError::BadAddress(wanted.clone()))?;
+        let tls = match &config.tls {
+            Some(files) => Some(tls::server_config(files).map_err(ServerError::Tls)?),
+            None => None,
+        };
         let listener = listen(addr, config.backlog).map_err(|e| ServerError::Bind(wanted, e))?;
         Ok(Server {
             listener,
             services: Arc::new(services),
             sessions: Arc::new(Sessions::default()),
             max_sessions: config.max_sessions,
+            tls,
         })
     }
 
@@ -188,9 +197,10 @@ impl Server {
             return;
         };
         let services = self.services.clone();
+        let tls = self.tls.clone();
         let spawned = thread::Builder::new()
             .stack_size(SESSION_STACK_BYTES)
-            .spawn(move || serve_client(sock, slot, &services));
+            .spawn(move || serve_client(sock, slot, &services, tls.as_ref()));
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");
         }
@@ -239,8 +249,14 @@ fn refuse_busy(mut sock: TcpStream) {
     let _ = sock.write_all(b"Error: server busy\n__quit__\n");
 }
 
-/// The body of a session thread.
-fn serve_client(sock: TcpStream, slot: SessionSlot, services: &Services) {
+/// The body of a session thread: socket setup, the TLS handshake if any, the
+/// session, and one log line for how it ended.
+fn serve_client(
+    sock: TcpStream,
+    slot: SessionSlot,
+    services: &Services,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) {
     let peer = match sock.peer_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -259,10 +275,22 @@ fn serve_client(sock: TcpStream, slot: SessionSlot, services: &Services) {
     if services.is_shutting_down() {
         let _ = sock.shutdown(Shutdown::Read);
     }
-    log::info!("{peer} connected");
+    log::info!(
+        "{peer} connected{}",
+        if tls.is_some() { " (TLS)" } else { "" }
+    );
     let started = Instant::now();
-    let conn = LineConn::new(TcpTransport::new(sock));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| Session::new(conn, services, ip).run()));
+    let tcp = TcpTransport::new(sock);
+    let outcome = match tls {
+        None => run_session(tcp, services, ip),
+        Some(config) => match tls::accept(config, tcp, started + services.login_timeout) {
+            Ok(stream) => run_session(stream, services, ip),
+            Err(e) => {
+                log::warn!("{peer} {e}");
+                return;
+            }
+        },
+    };
     let lasted = started.elapsed().as_secs_f64();
     match outcome {
         Ok(End::Quit) => log::info!("{peer} quit after {lasted:.1}s"),
@@ -271,6 +299,12 @@ fn serve_client(sock: TcpStream, slot: SessionSlot, services: &Services) {
         Err(_) => log::error!("{peer} session panicked; other sessions go on"),
     }
     drop(slot);
+}
+
+/// Runs one session over any transport; a panic inside stays inside.
+fn run_session<T: Transport>(io: T, services: &Services, ip: IpAddr) -> thread::Result<End> {
+    let conn = LineConn::new(io);
+    panic::catch_unwind(AssertUnwindSafe(|| Session::new(conn, services, ip).run()))
 }
 
 /// Controls a running server: its address, and a graceful stop.

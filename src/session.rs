@@ -145,8 +145,7 @@ impl<'a, T: Transport> Session<'a, T> {
             }
             End::Gone(_) => {}
         }
-        // Best effort: the peer may already be gone.
-        let _ = self.conn.flush();
+        self.conn.close();
         end
     }
 

@@ -6,14 +6,19 @@
 //! ([`MemoryTransport`], for tests and fuzzing) implement it; the session code
 //! never learns which one it has.
 
+use crate::config::{LINGER_MAX_BYTES, LINGER_TIME};
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::Instant;
 
 /// A stream whose reads fail with `ErrorKind::TimedOut` once a deadline passes.
 pub trait Transport: Read + Write + Send {
     /// Every read from now on must finish before `deadline` (`None`: no limit).
     fn set_deadline(&mut self, deadline: Option<Instant>);
+
+    /// Ends the stream politely once the last line is flushed (TLS sends its
+    /// close_notify here); plain streams have nothing to do.
+    fn close(&mut self) {}
 }
 
 /// A TCP socket whose reads honour a deadline.
@@ -36,15 +41,20 @@ impl TcpTransport {
     pub fn socket(&self) -> &TcpStream {
         &self.sock
     }
-}
 
-/// The error a read gives once its deadline has passed.
-pub fn timed_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
-}
+    /// The next byte, left unread, within the deadline; `None` if the peer closed.
+    pub fn peek_byte(&mut self) -> io::Result<Option<u8>> {
+        self.arm_deadline()?;
+        let mut byte = [0u8; 1];
+        match self.sock.peek(&mut byte) {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(byte[0])),
+            Err(e) => Err(map_timeout(e)),
+        }
+    }
 
-impl Read for TcpTransport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Sets the socket's receive timeout to the time left before the deadline.
+    fn arm_deadline(&self) -> io::Result<()> {
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -52,11 +62,28 @@ impl Read for TcpTransport {
             }
             self.sock.set_read_timeout(Some(left))?;
         }
-        match self.sock.read(buf) {
-            // A receive timeout shows up as EAGAIN on Unix.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(timed_out()),
-            other => other,
-        }
+        Ok(())
+    }
+}
+
+/// The error a read gives once its deadline has passed.
+pub fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+}
+
+/// A receive timeout shows up as EAGAIN (`WouldBlock`) on Unix.
+fn map_timeout(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        timed_out()
+    } else {
+        e
+    }
+}
+
+impl Read for TcpTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm_deadline()?;
+        self.sock.read(buf).map_err(map_timeout)
     }
 }
 
@@ -72,6 +99,24 @@ impl Write for TcpTransport {
 impl Transport for TcpTransport {
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+
+    /// Sends FIN, then reads and discards what the peer still sends, briefly.
+    ///
+    /// Closing a socket with unread input makes the kernel send a reset, and a
+    /// reset can destroy the goodbye (`Error: line too long`, `__quit__`) before
+    /// the peer reads it. Draining first lets it arrive. Bounded in time and bytes.
+    fn close(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Write);
+        self.deadline = Some(Instant::now() + LINGER_TIME);
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            match self.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     }
 }
 

@@ -583,7 +583,7 @@ fn a_huge_line_without_newline_is_cut_off() {
     let app = spawn_app();
     let mut c = app.client();
     c.expect_greeting();
-    let writer = c.writer.try_clone().unwrap();
+    let writer = c.tcp.try_clone().unwrap();
     // The server closes early; the writer may see a reset: that is fine.
     let feeder = thread::spawn(move || {
         let mut w = writer;
@@ -643,7 +643,7 @@ fn a_slow_trickle_is_cut_off_at_the_reply_deadline() {
     let mut c = app.client();
     c.expect_greeting();
     let started = Instant::now();
-    let mut w = c.writer.try_clone().unwrap();
+    let mut w = c.tcp.try_clone().unwrap();
     // One byte every 200 ms, never a newline: bytes do not extend the deadline.
     let trickle = thread::spawn(move || {
         for _ in 0..15 {

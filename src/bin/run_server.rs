@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use dccn_auth::config::{self, ServerConfig};
 use dccn_auth::server::Server;
 use dccn_auth::store::UserStore;
+use dccn_auth::tls::{self, TlsFiles};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,17 @@ struct Cli {
           default_value_t = config::DEFAULT_SESSION_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     session_timeout: u64,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "DCCN_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "DCCN_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate for localhost, 127.0.0.1 and --host,
+    /// made at first start in the database's folder and reused later; its path and
+    /// SHA-256 fingerprint are printed (give the file to clients: run_client --tls --ca).
+    #[arg(long, env = "DCCN_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -102,8 +114,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The TLS files to serve with, making the self-signed pair if asked.
+fn tls_files(cli: &Cli) -> Result<Option<TlsFiles>, String> {
+    if cli.tls_self_signed {
+        let dir = match cli.db.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let made = tls::ensure_self_signed(&dir, &cli.host).map_err(|e| e.to_string())?;
+        println!(
+            "TLS certificate {} ({}): {}",
+            made.files.cert.display(),
+            if made.created { "new" } else { "reused" },
+            made.fingerprint
+        );
+        println!(
+            "  clients trust it with: run_client --tls --ca {}",
+            made.files.cert.display()
+        );
+        return Ok(Some(made.files));
+    }
+    Ok(match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    })
+}
+
 fn serve(cli: &Cli) -> Result<ExitCode, String> {
+    let tls = tls_files(cli)?;
     let config = ServerConfig {
+        tls,
         host: cli.host.clone(),
         port: cli.port,
         db_path: cli.db.clone(),
@@ -125,8 +168,13 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
     println!(
-        "run_server listening on {} (database {}, backlog {}, max sessions {})",
+        "run_server listening on {}{} (database {}, backlog {}, max sessions {})",
         server.local_addr(),
+        if config.tls.is_some() {
+            " with TLS"
+        } else {
+            ""
+        },
         config.db_path.display(),
         config.backlog,
         config.max_sessions

@@ -92,10 +92,15 @@ impl TestApp {
     }
 }
 
+/// Any byte stream a test client can talk over (TCP or TLS).
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 /// A protocol client for tests: reads lines, answers prompts.
 pub struct TestClient {
-    pub reader: BufReader<TcpStream>,
-    pub writer: TcpStream,
+    pub reader: BufReader<Box<dyn Stream>>,
+    /// The TCP socket underneath (for raw writes from another thread).
+    pub tcp: TcpStream,
 }
 
 impl TestClient {
@@ -115,8 +120,16 @@ impl TestClient {
         sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         sock.set_nodelay(true).unwrap();
         TestClient {
-            writer: sock.try_clone().unwrap(),
-            reader: BufReader::new(sock),
+            tcp: sock.try_clone().unwrap(),
+            reader: BufReader::new(Box::new(sock)),
+        }
+    }
+
+    /// A client over any stream whose TCP socket is `tcp`.
+    pub fn over(stream: Box<dyn Stream>, tcp: TcpStream) -> TestClient {
+        TestClient {
+            reader: BufReader::new(stream),
+            tcp,
         }
     }
 
@@ -135,13 +148,14 @@ impl TestClient {
     }
 
     pub fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("write to server");
+        self.send_raw(format!("{line}\n").as_bytes());
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write to server");
+        let w = self.reader.get_mut();
+        w.write_all(bytes)
+            .and_then(|()| w.flush())
+            .expect("write to server");
     }
 
     /// Every line up to and including the next control line other than

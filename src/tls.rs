@@ -1,0 +1,226 @@
+//! Optional TLS for the server (rustls with the ring provider; no OpenSSL).
+//!
+//! The protocol runs unchanged inside TLS. The stream type is chosen at the edge:
+//! [`accept`] turns an accepted [`TcpTransport`] into a [`TlsTransport`], and the
+//! session runs over either without knowing which. The read deadline still lives
+//! on the TCP socket underneath, so timeouts and line limits hold exactly as in
+//! plain TCP, the handshake included.
+//!
+//! [`ensure_self_signed`] makes (once) and reuses a self-signed certificate for
+//! demos, naming `localhost`, `127.0.0.1` and the listening host.
+
+use crate::config::{PLAIN_CLIENT_PROBE, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE};
+use crate::transport::{TcpTransport, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConnection, StreamOwned};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A TLS stream over a deadline-aware TCP socket.
+pub type TlsTransport = StreamOwned<ServerConnection, TcpTransport>;
+
+impl Transport for TlsTransport {
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.sock.set_deadline(deadline);
+    }
+
+    fn close(&mut self) {
+        self.conn.send_close_notify();
+        // Best effort: the peer may be gone already.
+        let _ = self.conn.complete_io(&mut self.sock);
+        self.sock.close();
+    }
+}
+
+/// The certificate chain and private key files to serve TLS with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// TLS could not be set up.
+#[derive(Debug)]
+pub struct TlsError(String);
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// The crypto provider of every TLS config in this project.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls server config (TLS 1.3 and 1.2) from PEM files.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| {
+            TlsError(format!(
+                "cannot read certificates from {}: {e}",
+                files.cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "no certificate in {}",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        TlsError(format!(
+            "cannot read a private key from {}: {e}",
+            files.key.display()
+        ))
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("TLS setup: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError(format!("certificate and key do not fit: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// A self-signed certificate kept beside the database.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    pub files: TlsFiles,
+    /// SHA-256 of the certificate (DER), as colon-separated uppercase hex.
+    pub fingerprint: String,
+    /// True if this start made it; false if an earlier one did.
+    pub created: bool,
+}
+
+/// Makes, at first start, a self-signed certificate and key in `dir` naming
+/// `localhost`, `127.0.0.1` and `host`; later starts reuse them. The key file is
+/// readable by its owner only.
+pub fn ensure_self_signed(dir: &Path, host: &str) -> Result<SelfSigned, TlsError> {
+    let files = TlsFiles {
+        cert: dir.join(SELF_SIGNED_CERT_FILE),
+        key: dir.join(SELF_SIGNED_KEY_FILE),
+    };
+    let created = !(files.cert.exists() && files.key.exists());
+    if created {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !names.iter().any(|n| n == host) {
+            names.push(host.to_string());
+        }
+        let made = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TlsError(format!("cannot make a self-signed certificate: {e}")))?;
+        write_private(&files.key, made.signing_key.serialize_pem().as_bytes())?;
+        std::fs::write(&files.cert, made.cert.pem())
+            .map_err(|e| TlsError(format!("cannot write {}: {e}", files.cert.display())))?;
+    }
+    let der = CertificateDer::from_pem_file(&files.cert)
+        .map_err(|e| TlsError(format!("cannot read {}: {e}", files.cert.display())))?;
+    Ok(SelfSigned {
+        fingerprint: fingerprint(&der),
+        files,
+        created,
+    })
+}
+
+/// Writes a file only its owner can read (mode 0600 from its creation on).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| TlsError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// SHA-256 of a DER certificate, as `AB:CD:...` (the form `openssl x509
+/// -fingerprint -sha256` prints).
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Why a TLS connection did not become a session.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The peer spoke plain text (or said nothing) on the TLS port; it was told so.
+    PlainClient,
+    /// The peer left before a handshake began.
+    Closed,
+    TimedOut,
+    Failed(io::Error),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::PlainClient => f.write_str("plain-text client on the TLS port"),
+            HandshakeError::Closed => f.write_str("closed before the TLS handshake"),
+            HandshakeError::TimedOut => f.write_str("TLS handshake timed out"),
+            HandshakeError::Failed(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Runs the TLS handshake on an accepted socket, within `deadline`.
+///
+/// A TLS client speaks first. A plain-text client waits for the greeting, or sends
+/// a line: if the first byte is not a TLS handshake record, or nothing comes within
+/// [`PLAIN_CLIENT_PROBE`], it is told `Error: TLS required` in plain text.
+pub fn accept(
+    config: &Arc<rustls::ServerConfig>,
+    mut tcp: TcpTransport,
+    deadline: Instant,
+) -> Result<TlsTransport, HandshakeError> {
+    let probe_deadline = deadline.min(Instant::now() + PLAIN_CLIENT_PROBE);
+    tcp.set_deadline(Some(probe_deadline));
+    match tcp.peek_byte() {
+        Ok(Some(TLS_HANDSHAKE_RECORD)) => {}
+        Ok(None) => return Err(HandshakeError::Closed),
+        Ok(Some(_)) => return Err(tell_plain_client(tcp)),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut && probe_deadline < deadline => {
+            return Err(tell_plain_client(tcp))
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HandshakeError::TimedOut),
+        Err(e) => return Err(HandshakeError::Failed(e)),
+    }
+    tcp.set_deadline(Some(deadline));
+    let conn = ServerConnection::new(config.clone())
+        .map_err(|e| HandshakeError::Failed(io::Error::other(e)))?;
+    let mut stream = StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+            return Err(match e.kind() {
+                io::ErrorKind::TimedOut => HandshakeError::TimedOut,
+                io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
+                _ => HandshakeError::Failed(e),
+            });
+        }
+    }
+    Ok(stream)
+}
+
+fn tell_plain_client(mut tcp: TcpTransport) -> HandshakeError {
+    let _ = tcp.write_all(b"Error: TLS required\n__quit__\n");
+    tcp.close();
+    HandshakeError::PlainClient
+}
