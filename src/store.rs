@@ -209,6 +209,19 @@ impl UserStore {
         Ok(stmt.execute(params![login])? == 1)
     }
 
+    /// Caps the database file at `pages` pages (SQLite's `max_page_count`): writes
+    /// past it fail with "database or disk is full", as on a full disk. Lets an
+    /// operator bound the file, and tests reproduce a full disk.
+    pub fn set_max_pages(&self, pages: i64) -> Result<(), StoreError> {
+        lock(&self.db).pragma_update(None, "max_page_count", pages)?;
+        Ok(())
+    }
+
+    /// Pages the database file has now.
+    pub fn page_count(&self) -> Result<i64, StoreError> {
+        Ok(lock(&self.db).pragma_query_value(None, "page_count", |r| r.get(0))?)
+    }
+
     /// Every user, sorted by name (for the offline admin listing).
     pub fn list(&self) -> Result<Vec<UserRecord>, StoreError> {
         let db = lock(&self.db);

@@ -22,6 +22,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,16 @@ struct State {
 pub struct Throttle {
     state: Mutex<State>,
     hasher: RandomState,
+    stats: ThrottleStats,
+}
+
+/// Counts of what the throttle decided since start (for logs, tests, figures).
+#[derive(Debug, Default)]
+pub struct ThrottleStats {
+    /// Tries that were checked and failed.
+    pub failures: AtomicU64,
+    /// Tries refused unchecked inside a window.
+    pub refused: AtomicU64,
 }
 
 impl Default for Throttle {
@@ -80,6 +91,7 @@ impl Throttle {
         Throttle {
             state: Mutex::new(State::default()),
             hasher: RandomState::new(),
+            stats: ThrottleStats::default(),
         }
     }
 
@@ -113,6 +125,7 @@ impl Throttle {
 
     /// A checked try failed.
     pub fn record_failure(&self, user: &str, addr: IpAddr, now: Instant) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let key = self.key(user, addr);
         let mut state = self.lock();
 
@@ -154,6 +167,10 @@ impl Throttle {
     pub fn record_success(&self, user: &str, addr: IpAddr) {
         let key = self.key(user, addr);
         self.lock().pairs.remove(&key);
+    }
+
+    pub fn stats(&self) -> &ThrottleStats {
+        &self.stats
     }
 
     /// Keys held now (pairs + addresses), for tests and logs.
