@@ -6,6 +6,7 @@
 
 use crate::config::{PASSWORD_MIN_CHARS, USERNAME_MAX_CHARS};
 use std::fmt;
+use unicode_general_category::{get_general_category, GeneralCategory};
 
 /// A name that obeys the username rule: 1 to 32 characters from
 /// `A-Z a-z 0-9 _ . -`, with no `__` (so no line naming a user can look like a
@@ -85,8 +86,14 @@ pub const PASSWORD_RULE: &str =
 pub fn check_password(p: &str) -> Result<(), &'static str> {
     let long_enough = p.chars().count() >= PASSWORD_MIN_CHARS;
     let digit = p.chars().any(|c| c.is_ascii_digit());
-    let lower = p.chars().any(char::is_lowercase);
-    let upper = p.chars().any(char::is_uppercase);
+    // Letters of that case (general categories Ll and Lu): `char::is_lowercase`
+    // would also accept symbols such as the circled letter U+24D0.
+    let lower = p
+        .chars()
+        .any(|c| get_general_category(c) == GeneralCategory::LowercaseLetter);
+    let upper = p
+        .chars()
+        .any(|c| get_general_category(c) == GeneralCategory::UppercaseLetter);
     if long_enough && digit && lower && upper {
         Ok(())
     } else {
@@ -153,5 +160,8 @@ mod tests {
         assert!(check_password("Äb1xxxé").is_err());
         // A non-ASCII digit is not a digit 0-9.
         assert!(check_password("Passwort٣").is_err());
+        // Circled letters and Roman numerals have a case but are not letters.
+        assert!(check_password("ⓐⓑⒶⒷ1234").is_err());
+        assert!(check_password("abcdⅣ123").is_err());
     }
 }

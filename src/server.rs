@@ -176,6 +176,10 @@ impl Server {
     pub fn run(&self) {
         for stream in self.listener.incoming() {
             if self.services.is_shutting_down() {
+                if let Ok(sock) = stream {
+                    say_goodbye(sock, SHUTTING_DOWN);
+                }
+                self.turn_away_waiting();
                 break;
             }
             match stream {
@@ -188,6 +192,18 @@ impl Server {
                     }
                 }
             }
+        }
+    }
+
+    /// At shutdown: connections still waiting in the backlog hear why they are
+    /// closed, like every connected client.
+    fn turn_away_waiting(&self) {
+        if self.listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        while let Ok((sock, _)) = self.listener.accept() {
+            let _ = sock.set_nonblocking(false);
+            say_goodbye(sock, SHUTTING_DOWN);
         }
     }
 
@@ -239,14 +255,23 @@ impl Server {
     }
 }
 
-/// `Error: server busy`, written by the accepting thread with a short timeout.
-fn refuse_busy(mut sock: TcpStream) {
+const SERVER_BUSY: &[u8] = b"Error: server busy\n__quit__\n";
+const SHUTTING_DOWN: &[u8] = b"Error: server shutting down\n__quit__\n";
+
+/// `Error: server busy`, written by the accepting thread.
+fn refuse_busy(sock: TcpStream) {
     log::warn!(
         "session cap reached: refusing {}",
         sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
     );
+    say_goodbye(sock, SERVER_BUSY);
+}
+
+/// Writes a last message from the accepting thread with a short timeout (best
+/// effort: the accept loop must not wait on a client), then closes.
+fn say_goodbye(mut sock: TcpStream, lines: &[u8]) {
     let _ = sock.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
-    let _ = sock.write_all(b"Error: server busy\n__quit__\n");
+    let _ = sock.write_all(lines);
 }
 
 /// The body of a session thread: socket setup, the TLS handshake if any, the
@@ -307,6 +332,16 @@ fn run_session<T: Transport>(io: T, services: &Services, ip: IpAddr) -> thread::
     panic::catch_unwind(AssertUnwindSafe(|| Session::new(conn, services, ip).run()))
 }
 
+/// Reads the number of running sessions (for monitoring and tests).
+#[derive(Clone)]
+pub struct SessionGauge(Arc<Sessions>);
+
+impl SessionGauge {
+    pub fn get(&self) -> usize {
+        self.0.lock().count
+    }
+}
+
 /// Controls a running server: its address, and a graceful stop.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -327,6 +362,11 @@ impl ServerHandle {
     /// Sessions running now.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().count
+    }
+
+    /// A handle to read the session count from another thread.
+    pub fn session_gauge(&self) -> SessionGauge {
+        SessionGauge(self.sessions.clone())
     }
 
     /// Stops accepting, tells every session to end (each says

@@ -179,7 +179,7 @@ impl<'a, T: Transport> Session<'a, T> {
     fn ask_command(&mut self, menu: &str) -> Step<String> {
         self.say(menu);
         let word = self.ask(control::TYPE)?;
-        let word = word.trim();
+        let word = word.trim_matches(' ');
         if self.svc.panic_word.as_deref() == Some(word) {
             panic!("test panic requested by the client");
         }
@@ -327,7 +327,6 @@ impl<'a, T: Transport> Session<'a, T> {
     /// Unknown names get a stable fake salt and take the same work as real ones;
     /// throttled tries go through the same flow but are not checked.
     fn challenge(&mut self, name: &str) -> Step<Proof> {
-        let allowed = self.svc.throttle.allows(name, self.peer, Instant::now());
         let record = match self.svc.store.find(name) {
             Ok(record) => record,
             Err(e) => {
@@ -346,7 +345,9 @@ impl<'a, T: Transport> Session<'a, T> {
         let nonce = crypto::new_nonce();
         self.say(&format!("{}{salt}:{nonce}", control::NONCE_PREFIX));
         let answer = self.ask(control::PASSWORD)?;
-        if !allowed {
+        // Decided when the answer is in, not when the challenge went out: else
+        // many connections holding open challenges would all be checked.
+        if !self.svc.throttle.allows(name, self.peer, Instant::now()) {
             log::warn!(
                 "{} throttled: try for user={name:?} refused unchecked",
                 self.peer

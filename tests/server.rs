@@ -73,7 +73,13 @@ fn command_words_are_trimmed_and_case_sensitive() {
         c.expect_prompt("__type__"),
         vec!["Unrecognized type", MAIN_MENU]
     );
-    c.send("  register\t");
+    // Tabs are not spaces: only spaces are trimmed.
+    c.send("register\t");
+    assert_eq!(
+        c.expect_prompt("__type__"),
+        vec!["Unrecognized type", MAIN_MENU]
+    );
+    c.send("  register  ");
     c.expect_prompt("__username__");
 }
 
@@ -516,6 +522,35 @@ fn five_failures_close_the_pair_but_not_other_addresses() {
     // After the 1 s window the attacker's address may try again.
     thread::sleep(Duration::from_millis(1100));
     attacker.login_ok("nina", PW);
+}
+
+#[test]
+fn challenges_held_open_on_many_connections_cannot_dodge_the_throttle() {
+    let app = spawn_app();
+    app.register("zoe", PW);
+    // Six connections from one address all get a challenge first...
+    let mut conns: Vec<TestClient> = (0..6)
+        .map(|_| {
+            let mut c = app.client_from([127, 0, 0, 8]);
+            c.expect_greeting();
+            c.send("login");
+            c.expect_prompt("__username__");
+            c.send("zoe");
+            c
+        })
+        .collect();
+    // ...five answer wrong, which opens the window...
+    for c in &mut conns[..5] {
+        c.answer_challenge("Guess1234");
+        assert_eq!(c.expect_prompt("__type__")[0], "User or password incorrect");
+    }
+    // ...so the sixth, answering right inside it, is not checked.
+    let last = &mut conns[5];
+    last.answer_challenge(PW);
+    assert_eq!(
+        last.expect_prompt("__type__")[0],
+        "User or password incorrect"
+    );
 }
 
 #[test]
