@@ -19,7 +19,9 @@
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
+//! - [`client`]: the terminal client's dialogue (scripted and interactive), trace, timeouts.
 
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;
