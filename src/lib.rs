@@ -20,7 +20,9 @@
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
+//! - [`client`]: the terminal client's dialogue (scripted and interactive), trace, timeouts.
 
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;

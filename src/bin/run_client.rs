@@ -1,1 +1,132 @@
-fn main() {}
+//! `run_client`: parse the flags, run the dialogue (interactive, or one scripted
+//! action), print the outcome, exit with its code. The work is in
+//! `dccn_auth::client`.
+
+use clap::{Args, Parser, Subcommand};
+use dccn_auth::client::{
+    self, Action, Client, ClientConfig, ClientError, Ended, PasswordSource, StdTerminal, Trace,
+};
+use dccn_auth::config;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "run_client",
+    version,
+    about = "Password authentication client (wire protocol v1, see docs/PROTOCOL.md).",
+    long_about = "Password authentication client (wire protocol v1, see docs/PROTOCOL.md).\n\n\
+        Without a subcommand it follows the server's prompts, as the original client did: \
+        '>> ' asks for a command word, 'Username: ' for a name, and passwords are read \
+        hidden. At login the password never crosses the wire: the client answers the \
+        server's challenge with SHA256(nonce + SHA256(salt + password)).\n\n\
+        With a subcommand it does one action without questions (for scripts) and prints \
+        the server's outcome line. Exit codes: 0 done; 1 refused by the server (wrong \
+        password, name taken, password rule, throttled, or 'Server error, try again \
+        later'); 2 usage, connection or protocol error; 130 Ctrl-C.\n\n\
+        Host and port can also be set by the environment variables shown; flags win.",
+    after_help = "Examples:\n  \
+        run_client                                   interactive, on 127.0.0.1:7886\n  \
+        run_client register --user alice             asks the new password twice, hidden\n  \
+        printf '%s\\n' 'S3cretPass' | run_client login --user alice --password-stdin\n  \
+        run_client --trace login --user alice        show every line and the hashes"
+)]
+struct Cli {
+    /// Server address.
+    #[arg(long, env = "DCCN_HOST", default_value = config::DEFAULT_HOST, global = true)]
+    host: String,
+    /// Server port.
+    #[arg(long, env = "DCCN_PORT", default_value_t = config::DEFAULT_PORT, global = true)]
+    port: u16,
+    /// Print every line sent (C>) and received (S>), and the hashes of each
+    /// challenge, to standard error. Passwords are never printed.
+    #[arg(long, global = true)]
+    trace: bool,
+    /// Seconds to wait for each line from the server.
+    #[arg(long, value_name = "SECS", default_value_t = client::REPLY_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// One action, without questions. The password comes from a hidden prompt, or
+/// with --password-stdin from standard input; never from an argument.
+#[derive(Subcommand)]
+enum Command {
+    /// Create an account (the new password is sent twice, as the server asks).
+    Register(ActionArgs),
+    /// Log in (proves the password by the challenge; it is not sent).
+    Login(ActionArgs),
+    /// Log in, then change the password. With --password-stdin: two lines,
+    /// the current password then the new one.
+    ChangePassword(ActionArgs),
+    /// Log in, then delete the account.
+    DeleteAccount(ActionArgs),
+}
+
+#[derive(Args)]
+struct ActionArgs {
+    /// The username (exact, case-sensitive).
+    #[arg(long, short)]
+    user: String,
+    /// Read the password from standard input, one line (LF or CR LF stripped).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl Command {
+    fn split(&self) -> (Action, &ActionArgs) {
+        match self {
+            Command::Register(a) => (Action::Register, a),
+            Command::Login(a) => (Action::Login, a),
+            Command::ChangePassword(a) => (Action::ChangePassword, a),
+            Command::DeleteAccount(a) => (Action::DeleteAccount, a),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 here, with clap's message.
+    let cli = Cli::parse();
+    if let Err(e) = client::install_interrupt_handler() {
+        eprintln!("run_client: warning: {e}");
+    }
+    let code = match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("run_client: {e}");
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn run(cli: &Cli) -> Result<u8, ClientError> {
+    let mut config = ClientConfig::new(&cli.host, cli.port);
+    config.reply_timeout = Duration::from_secs(cli.timeout);
+    let trace = || match cli.trace {
+        true => Trace::stderr(),
+        false => Trace::off(),
+    };
+    let Some(command) = &cli.command else {
+        let ended = Client::connect(&config, trace())?.interact(&mut StdTerminal)?;
+        if ended == Ended::Closed {
+            // Clean for us, but a server that follows the protocol says __quit__ first.
+            eprintln!("run_client: the server closed the connection");
+        }
+        return Ok(client::EXIT_OK);
+    };
+    let (action, args) = command.split();
+    let mut source = match args.password_stdin {
+        true => PasswordSource::stdin(),
+        false => PasswordSource::Prompt,
+    };
+    // Passwords first: a person typing must not make the server time out.
+    let request = client::read_request(action, &args.user, &mut source)?;
+    let outcome = Client::connect(&config, trace())?.run(&request)?;
+    for line in &outcome.lines {
+        println!("{line}");
+    }
+    Ok(outcome.exit_code())
+}

@@ -1,0 +1,728 @@
+//! `run_client` end to end: the built binary against the real server (started
+//! in-process on a free port), against small fake servers that follow the
+//! protocol in their own words, and, for the interactive mode, inside a
+//! pseudo-terminal. Every child process runs under a deadline; everything talks
+//! to 127.0.0.1 only.
+
+use dccn_auth::config::ServerConfig;
+use dccn_auth::crypto;
+use dccn_auth::server::{Server, ServerHandle};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_run_client");
+/// No client run in these tests should come near this.
+const DEADLINE: Duration = Duration::from_secs(30);
+const GOOD: &str = "Passw0rdDemo";
+
+struct TestServer {
+    handle: ServerHandle,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = ServerConfig {
+            port: 0,
+            db_path: dir.path().join("users.db"),
+            ..Default::default()
+        };
+        let handle = Server::bind(&cfg).expect("bind").spawn();
+        TestServer { handle, _dir: dir }
+    }
+
+    fn port(&self) -> u16 {
+        self.handle.addr().port()
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A `run_client` command with no host or port from the environment.
+fn client_command() -> Command {
+    let mut cmd = Command::new(CLIENT);
+    cmd.env_remove("DCCN_HOST").env_remove("DCCN_PORT");
+    cmd
+}
+
+/// Runs `cmd` with `stdin`, killing it if it outlives [`DEADLINE`].
+fn run_command(mut cmd: Command, stdin: &str) -> Run {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn run_client");
+    let pid = child.id();
+    if let Some(mut input) = child.stdin.take() {
+        // The client may exit before reading (usage errors): ignore EPIPE.
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => {
+            let out = out.expect("wait for run_client");
+            Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        }
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("run_client did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// `run_client --host 127.0.0.1 --port <port> <args...>` with `stdin`.
+fn client(port: u16, args: &[&str], stdin: &str) -> Run {
+    let mut cmd = client_command();
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args);
+    run_command(cmd, stdin)
+}
+
+/// A scripted action with `--password-stdin`.
+fn act(port: u16, action: &str, user: &str, stdin: &str) -> Run {
+    client(
+        port,
+        &[action, "--user", user, "--password-stdin"],
+        &format!("{stdin}\n"),
+    )
+}
+
+fn assert_run(run: &Run, code: i32, stdout: &str) {
+    assert_eq!(run.code, code, "{run:#?}");
+    assert_eq!(run.stdout, stdout, "{run:#?}");
+}
+
+// ---- scripted, against the real server ---------------------------------------
+
+#[test]
+fn register_then_taken() {
+    let s = TestServer::start();
+    assert_run(
+        &act(s.port(), "register", "alice", GOOD),
+        0,
+        "User successfully registered!\n",
+    );
+    assert_run(
+        &act(s.port(), "register", "alice", GOOD),
+        1,
+        "Username already taken, try something else\n",
+    );
+}
+
+#[test]
+fn register_refused_by_the_rules_stops_at_once() {
+    let s = TestServer::start();
+    let run = act(s.port(), "register", "bob", "short");
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.starts_with("Password is invalid"), "{run:#?}");
+    assert_eq!(run.stdout.lines().count(), 1, "{run:#?}");
+    let run = act(s.port(), "register", "bad name!", GOOD);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.starts_with("Username is invalid"), "{run:#?}");
+}
+
+#[test]
+fn login_ok_wrong_password_unknown_user() {
+    let s = TestServer::start();
+    assert_eq!(act(s.port(), "register", "carol", GOOD).code, 0);
+    assert_run(
+        &act(s.port(), "login", "carol", GOOD),
+        0,
+        "Successfully login\nAccess granted!\n",
+    );
+    assert_run(
+        &act(s.port(), "login", "carol", "Wr0ngPassword"),
+        1,
+        "User or password incorrect\n",
+    );
+    assert_run(
+        &act(s.port(), "login", "nobody", GOOD),
+        1,
+        "User or password incorrect\n",
+    );
+}
+
+#[test]
+fn change_password_then_only_the_new_one_works() {
+    let s = TestServer::start();
+    assert_eq!(act(s.port(), "register", "dave", GOOD).code, 0);
+    let new = "N3wPassword";
+    assert_run(
+        &act(
+            s.port(),
+            "change-password",
+            "dave",
+            &format!("{GOOD}\r\n{new}"),
+        ),
+        0,
+        "Password successfully changed\n",
+    );
+    assert_eq!(act(s.port(), "login", "dave", new).code, 0);
+    assert_eq!(act(s.port(), "login", "dave", GOOD).code, 1);
+    // A wrong current password is refused before anything changes.
+    let run = act(
+        s.port(),
+        "change-password",
+        "dave",
+        &format!("{GOOD}\nAn0therOne"),
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    // A new password breaking the rule is refused (once, no retry).
+    let run = act(s.port(), "change-password", "dave", &format!("{new}\nweak"));
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.starts_with("Password is invalid"), "{run:#?}");
+    assert_eq!(act(s.port(), "login", "dave", new).code, 0);
+}
+
+#[test]
+fn delete_account_then_login_fails() {
+    let s = TestServer::start();
+    assert_eq!(act(s.port(), "register", "erin", GOOD).code, 0);
+    assert_run(
+        &act(s.port(), "delete-account", "erin", "Wr0ngPassword"),
+        1,
+        "User or password incorrect\n",
+    );
+    assert_run(
+        &act(s.port(), "delete-account", "erin", GOOD),
+        0,
+        "Your account was removed from system\n",
+    );
+    assert_eq!(act(s.port(), "login", "erin", GOOD).code, 1);
+}
+
+#[test]
+fn connection_refused_is_exit_2_with_one_clear_line() {
+    // A port that was free a moment ago and has no listener now.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let run = act(port, "login", "alice", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "run_client: cannot connect to 127.0.0.1:{port}: connection refused (is run_server running?)\n"
+        )
+    );
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    let s = TestServer::start();
+    let p = s.port();
+    // Missing --user.
+    assert_eq!(client(p, &["login", "--password-stdin"], "x\n").code, 2);
+    // No password on the command line, ever.
+    assert_eq!(
+        client(p, &["login", "--user", "a", "--password", GOOD], "").code,
+        2
+    );
+    // Unknown subcommand.
+    assert_eq!(client(p, &["frobnicate"], "").code, 2);
+    // A name that would break the line framing.
+    let run = act(p, "login", "alice\nquit", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("line break"), "{run:#?}");
+    // --password-stdin with nothing on standard input.
+    let run = client(p, &["login", "--user", "alice", "--password-stdin"], "");
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("standard input"), "{run:#?}");
+    // change-password needs two lines.
+    let run = act(p, "change-password", "alice", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    for run in [
+        client(p, &["login", "--user", "a", "--password-stdin"], ""),
+        client(p, &["frobnicate"], ""),
+    ] {
+        assert!(!run.stderr.contains("panicked"), "{run:#?}");
+    }
+}
+
+#[test]
+fn help_on_every_subcommand() {
+    for sub in ["register", "login", "change-password", "delete-account"] {
+        let run = client(1, &[sub, "--help"], "");
+        assert_eq!(run.code, 0, "{run:#?}");
+        assert!(run.stdout.contains("--password-stdin"), "{run:#?}");
+        assert!(run.stdout.contains("--user"), "{run:#?}");
+    }
+    let run = client(1, &["--help"], "");
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("Exit codes"), "{run:#?}");
+}
+
+#[test]
+fn environment_sets_the_port_and_flags_win() {
+    let s = TestServer::start();
+    assert_eq!(act(s.port(), "register", "frank", GOOD).code, 0);
+    let dead_port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let login = ["login", "--user", "frank", "--password-stdin"];
+    let stdin = format!("{GOOD}\n");
+
+    let mut cmd = client_command();
+    cmd.env("DCCN_HOST", "127.0.0.1")
+        .env("DCCN_PORT", s.port().to_string())
+        .args(login);
+    assert_eq!(run_command(cmd, &stdin).code, 0);
+
+    let mut cmd = client_command();
+    cmd.env("DCCN_PORT", dead_port.to_string())
+        .args(login)
+        .args(["--port", &s.port().to_string()]);
+    assert_eq!(run_command(cmd, &stdin).code, 0);
+
+    let mut cmd = client_command();
+    cmd.env("DCCN_PORT", dead_port.to_string()).args(login);
+    assert_eq!(run_command(cmd, &stdin).code, 2);
+}
+
+/// The value after `<name> ... = ` on the trace line that starts with `name`.
+fn traced(trace: &str, name: &str) -> String {
+    let line = trace
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line in:\n{trace}"));
+    line.rsplit(" = ").next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn trace_shows_the_exchange_and_correct_hashes_but_never_the_password() {
+    let s = TestServer::start();
+    let run = client(
+        s.port(),
+        &["--trace", "register", "--user", "gina", "--password-stdin"],
+        &format!("{GOOD}\n"),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr.contains("S> __username__\nC> gina\n"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr.contains("C> ******** (password, hidden)"),
+        "{run:#?}"
+    );
+    assert!(!run.stderr.contains(GOOD) && !run.stdout.contains(GOOD));
+
+    let run = client(
+        s.port(),
+        &["login", "--user", "gina", "--password-stdin", "--trace"],
+        &format!("{GOOD}\n"),
+    );
+    assert_run(&run, 0, "Successfully login\nAccess granted!\n");
+    let trace = &run.stderr;
+    let salt = traced(trace, "salt");
+    let nonce = traced(trace, "nonce");
+    assert!(
+        crypto::is_token(&salt) && crypto::is_token(&nonce),
+        "{trace}"
+    );
+    assert!(trace.contains(&format!("S> __nonce__:{salt}:{nonce}\n")));
+    let verifier = crypto::verifier(&salt, GOOD);
+    let response = crypto::response(&nonce, &verifier);
+    assert!(
+        trace.contains(&format!("verifier = SHA256(salt + password) = {verifier}")),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(&format!("response = SHA256(nonce + verifier) = {response}")),
+        "{trace}"
+    );
+    assert!(trace.contains(&format!("C> {response}\n")), "{trace}");
+    assert!(trace.contains("sha256sum"), "{trace}");
+    assert!(trace.contains("S> Access granted!\n"), "{trace}");
+    assert!(!trace.contains(GOOD) && !run.stdout.contains(GOOD));
+}
+
+// ---- scripted, against other servers that follow the protocol ----------------
+
+/// One connection of a hand-written server, speaking CR LF to show the client
+/// does not depend on our server's line endings.
+struct Peer {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Peer {
+    fn say(&mut self, lines: &[&str]) {
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(l);
+            text.push_str("\r\n");
+        }
+        self.writer
+            .write_all(text.as_bytes())
+            .expect("fake server write");
+    }
+
+    fn hear(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("fake server read");
+        line.trim_end_matches(['\r', '\n']).to_string()
+    }
+}
+
+/// Serves one connection on a free port with `script`.
+fn fake_server(script: impl FnOnce(&mut Peer) + Send + 'static) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = thread::spawn(move || {
+        let (sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut peer = Peer {
+            reader: BufReader::new(sock.try_clone().expect("clone")),
+            writer: sock,
+        };
+        script(&mut peer);
+    });
+    (port, handle)
+}
+
+#[test]
+fn login_works_against_another_server_with_other_wording() {
+    let salt = "00112233445566778899aabbccddeeff";
+    let nonce = "ffeeddccbbaa99887766554433221100";
+    let (port, server) = fake_server(move |p| {
+        p.say(&[
+            "Welcome to Zed's auth box",
+            "Pick: login | register | quit",
+            "__type__",
+        ]);
+        assert_eq!(p.hear(), "login");
+        p.say(&["__username__"]);
+        assert_eq!(p.hear(), "zed");
+        p.say(&[
+            &format!("__nonce__:{salt}:{nonce}"),
+            "(prove it)",
+            "__password__",
+        ]);
+        let expected = crypto::response(nonce, &crypto::verifier(salt, GOOD));
+        assert_eq!(p.hear(), expected);
+        p.say(&[
+            "Successfully login",
+            "Access granted!",
+            "Hello zed, what now?",
+            "__type__",
+        ]);
+        assert_eq!(p.hear(), "quit");
+        p.say(&["bye", "__quit__"]);
+    });
+    let run = act(port, "login", "zed", GOOD);
+    assert_run(&run, 0, "Successfully login\nAccess granted!\n");
+    server.join().expect("fake server saw the right dialogue");
+}
+
+#[test]
+fn server_error_line_is_exit_2_and_store_failure_is_exit_1() {
+    let (port, server) = fake_server(|p| p.say(&["Error: server busy", "__quit__"]));
+    let run = act(port, "login", "zed", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(
+        run.stderr,
+        "run_client: the server ended the session: server busy\n"
+    );
+    server.join().expect("fake server");
+
+    let (port, server) = fake_server(|p| {
+        p.say(&["menu", "__type__"]);
+        assert_eq!(p.hear(), "register");
+        p.say(&["__username__"]);
+        assert_eq!(p.hear(), "zed");
+        p.say(&["Server error, try again later", "menu", "__type__"]);
+        assert_eq!(p.hear(), "quit");
+        p.say(&["__quit__"]);
+    });
+    assert_run(
+        &act(port, "register", "zed", GOOD),
+        1,
+        "Server error, try again later\n",
+    );
+    server.join().expect("fake server");
+}
+
+#[test]
+fn protocol_violations_are_exit_2() {
+    // A line longer than the protocol allows.
+    let (port, _server) = fake_server(|p| p.say(&[&"x".repeat(5000), "__type__"]));
+    let run = act(port, "login", "zed", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("longer than 1024 bytes"), "{run:#?}");
+    // A malformed challenge.
+    let (port, _server) = fake_server(|p| {
+        p.say(&["__type__"]);
+        p.hear();
+        p.say(&["__username__"]);
+        p.hear();
+        p.say(&["__nonce__:nothex:nothex", "__password__"]);
+        p.hear();
+    });
+    let run = act(port, "login", "zed", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("malformed challenge"), "{run:#?}");
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    let (port, _server) = fake_server(|p| {
+        // Connected, then nothing: hold the socket open past the client's timeout.
+        thread::sleep(Duration::from_secs(4));
+        p.say(&[]);
+    });
+    let started = Instant::now();
+    let run = client(
+        port,
+        &[
+            "--timeout",
+            "1",
+            "login",
+            "--user",
+            "zed",
+            "--password-stdin",
+        ],
+        "x\n",
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("sent nothing for 1 s"), "{run:#?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+// ---- interactive, in a pseudo-terminal ----------------------------------------
+
+/// A child process on a pseudo-terminal it has as its controlling terminal (so
+/// the hidden prompt, which opens /dev/tty, works as for a person).
+struct PtyChild {
+    master: std::fs::File,
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// How far `expect` has read.
+    seen: usize,
+}
+
+impl PtyChild {
+    fn spawn(mut cmd: Command) -> PtyChild {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+
+        let (mut master, mut slave) = (-1, -1);
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 200,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: out-pointers to two ints; a null name and termios are allowed.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: openpty gave us these two descriptors; each is owned once.
+        let master = unsafe { std::fs::File::from_raw_fd(master) };
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A new session whose controlling terminal is the pty (fd 0).
+                if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on pty");
+        // Closes the parent's copies of the slave, so the reader sees EOF at exit.
+        drop(cmd);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().expect("clone master");
+        let sink = output.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the child and its terminal are gone.
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                sink.lock()
+                    .expect("output lock")
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        PtyChild {
+            master,
+            child,
+            output,
+            seen: 0,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned()
+    }
+
+    /// Waits until `needle` appears after what was already matched.
+    fn expect(&mut self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let text = self.text();
+            if let Some(at) = text.get(self.seen..).and_then(|rest| rest.find(needle)) {
+                self.seen += at + needle.len();
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{needle:?} never appeared; pty output:\n{text}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn echo_on(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut term = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: an open pty master (Linux reports the pair's settings) and a
+        // termios-sized buffer; read only after tcgetattr succeeded.
+        unsafe {
+            assert_eq!(
+                libc::tcgetattr(self.master.as_raw_fd(), term.as_mut_ptr()),
+                0
+            );
+            term.assume_init().c_lflag & libc::ECHO != 0
+        }
+    }
+
+    /// Types a line, as Enter sends it (CR).
+    fn type_line(&mut self, text: &str) {
+        self.type_keys(&format!("{text}\r"));
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).expect("write pty");
+    }
+
+    /// At a hidden prompt: waits until echo is really off before typing (the
+    /// prompt is printed a moment before the terminal is switched).
+    fn type_hidden(&mut self, text: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.echo_on() {
+            assert!(Instant::now() < deadline, "echo never turned off");
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.type_line(text);
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("interactive client did not exit; output:\n{}", self.text());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn interactive(port: u16) -> PtyChild {
+    let mut cmd = client_command();
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+    PtyChild::spawn(cmd)
+}
+
+#[test]
+fn interactive_register_prompts_and_hides_the_password() {
+    let s = TestServer::start();
+    let secret = "Hidd3nSecret";
+    let mut pty = interactive(s.port());
+    pty.expect("Connected to server");
+    pty.expect(">> ");
+    pty.type_line("register");
+    pty.expect("Username: ");
+    pty.type_line("hana");
+    pty.expect("Password: ");
+    pty.type_hidden(secret);
+    pty.expect("Repeat password");
+    pty.expect("Password: ");
+    pty.type_hidden(secret);
+    pty.expect("User successfully registered!");
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
+    assert!(!pty.text().contains(secret), "echoed:\n{}", pty.text());
+    // The typed password is the one registered.
+    assert_eq!(act(s.port(), "login", "hana", secret).code, 0);
+}
+
+#[test]
+fn interactive_login_then_ctrl_d_quits_cleanly() {
+    let s = TestServer::start();
+    assert_eq!(act(s.port(), "register", "ivan", GOOD).code, 0);
+    let mut pty = interactive(s.port());
+    pty.expect(">> ");
+    pty.type_line("login");
+    pty.expect("Username: ");
+    pty.type_line("ivan");
+    pty.expect("Password: ");
+    pty.type_hidden(GOOD);
+    pty.expect("Access granted!");
+    pty.expect(">> ");
+    pty.type_line("whoami");
+    pty.expect("You are ivan");
+    pty.expect(">> ");
+    pty.type_keys("\x04"); // Ctrl-D
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
+    assert!(!pty.text().contains(GOOD), "echoed:\n{}", pty.text());
+}
+
+#[test]
+fn ctrl_c_at_the_password_prompt_restores_echo() {
+    let s = TestServer::start();
+    let mut pty = interactive(s.port());
+    pty.expect(">> ");
+    pty.type_line("login");
+    pty.expect("Username: ");
+    pty.type_line("judy");
+    pty.expect("Password: ");
+    let deadline = Instant::now() + DEADLINE;
+    while pty.echo_on() {
+        assert!(Instant::now() < deadline, "echo never turned off");
+        thread::sleep(Duration::from_millis(10));
+    }
+    pty.type_keys("Half");
+    pty.type_keys("\x03"); // Ctrl-C
+    assert_eq!(pty.wait().code(), Some(130), "{}", pty.text());
+    assert!(pty.echo_on(), "echo left off after Ctrl-C");
+    assert!(!pty.text().contains("Half"), "{}", pty.text());
+}
