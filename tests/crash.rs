@@ -5,10 +5,12 @@
 //! real `run_server` binary on the same database, drives registrations from 4
 //! threads, kills the server with SIGKILL at a random moment, and checks.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -21,22 +23,9 @@ const WRITERS: usize = 4;
 const ROUND_LIMIT: Duration = Duration::from_secs(20);
 
 fn start(db: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--port", "0", "--db"])
-        .arg(db)
-        .env("DCCN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start run_server");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    // Logs are not read here: a full stderr pipe must not stall the server.
+    let (mut child, addr) = common::start_server_binary(BIN, db, "off");
+    drop(child.stderr.take());
     (child, addr)
 }
 

@@ -24,25 +24,8 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Starts the binary on a free port; returns the child and the address it prints.
 fn start_server(db: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--port", "0", "--db"])
-        .arg(db)
-        .env("DCCN_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start run_server");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .split_whitespace()
-        .find_map(|w| w.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
-    (child, addr)
+    common::start_server_binary(BIN, db, "debug")
 }
 
 /// Sends SIGTERM and waits (bounded) for the exit.

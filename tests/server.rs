@@ -756,10 +756,7 @@ fn the_session_cap_answers_busy_without_a_session() {
     assert_eq!(app.handle.session_count(), 2);
     a.quit();
     // The slot is released when the session thread ends.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.handle.session_count() > 1 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_sessions_at_most(&app, 1, Duration::from_secs(5));
     let mut again = app.client();
     again.expect_greeting();
     b.quit();
@@ -783,10 +780,7 @@ fn a_panicking_session_does_not_hurt_the_others() {
     assert_eq!(bystander.expect_prompt("__type__")[0], "You are uma");
     // The store is still usable for new sessions.
     app.register("vera", PW);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.handle.session_count() > 1 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_sessions_at_most(&app, 1, Duration::from_secs(5));
     assert_eq!(app.handle.session_count(), 1, "the panicked slot was freed");
 }
 

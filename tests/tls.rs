@@ -176,10 +176,7 @@ fn a_stalled_handshake_is_cut_off_by_the_login_timeout() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
         "closed after {took:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while app.handle.session_count() > 0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_sessions_at_most(&app, 0, Duration::from_secs(2));
     assert_eq!(app.handle.session_count(), 0, "the slot is released");
 }
 

@@ -311,3 +311,30 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     let idx = ((sorted.len() * p).div_ceil(100)).clamp(1, sorted.len()) - 1;
     sorted[idx]
 }
+
+/// Starts the real `run_server` binary on a free port with `db`, logging at
+/// `log_level` to a piped stderr; returns the child and the address it printed.
+pub fn start_server_binary(
+    bin: &str,
+    db: &std::path::Path,
+    log_level: &str,
+) -> (std::process::Child, SocketAddr) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin)
+        .args(["--port", "0", "--db"])
+        .arg(db)
+        .env("DCCN_LOG", log_level)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start run_server");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    (child, addr)
+}
