@@ -3,8 +3,9 @@
 //! This module owns the client side of wire protocol v1 (`docs/PROTOCOL.md`):
 //!
 //! - the connection: TCP with connect, read and write timeouts, behind a
-//!   [`Stream`] trait object, so a TLS layer can wrap the socket at connect time
-//!   without touching the dialogue ([`Client::connect`], [`Client::over`]);
+//!   [`Stream`] trait object; with [`ClientConfig::tls`] set, the socket is
+//!   wrapped in TLS at connect time ([`crate::client_tls`]), and the dialogue
+//!   never learns which stream it has ([`Client::connect`], [`Client::over`]);
 //! - reading the server's lines ([`ServerLine`], bounded by the codec's line
 //!   limit) and computing challenge responses locally ([`Challenge::answer`]):
 //!   after `__nonce__:<salt>:<nonce>` the password never leaves the machine;
@@ -21,6 +22,7 @@
 //! Exit codes, shared with the binary: [`EXIT_OK`], [`EXIT_REFUSED`],
 //! [`EXIT_ERROR`], [`EXIT_INTERRUPTED`].
 
+use crate::client_tls::{TlsConnector, TlsSettings};
 use crate::codec::{LineConn, ReadError};
 use crate::config::{MAX_LINE_BYTES, WRITE_TIMEOUT};
 use crate::crypto;
@@ -52,6 +54,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const HIDDEN_PASSWORD: &str = "******** (password, hidden)";
 /// Prefix of the server's fatal lines (`Error: <reason>`, then `__quit__`).
 const ERROR_PREFIX: &str = "Error: ";
+/// The reason a TLS port gives a plain-text client (`Error: TLS required`).
+const TLS_REQUIRED: &str = "TLS required";
 
 // ---- errors ---------------------------------------------------------------
 
@@ -75,6 +79,9 @@ pub enum ClientError {
     Protocol(String),
     /// The server ended the session with `Error: <reason>`.
     ServerSaid(String),
+    /// TLS could not be set up, or the handshake failed (untrusted certificate,
+    /// wrong name, a server that does not speak TLS, ...).
+    Tls(String),
     /// Ctrl-C.
     Interrupted,
 }
@@ -106,7 +113,13 @@ impl fmt::Display for ClientError {
                 d.as_secs()
             ),
             ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
+            ClientError::ServerSaid(reason) if reason == TLS_REQUIRED => write!(
+                f,
+                "the server ended the session: {reason} (this port speaks TLS: add --tls, \
+                 and --ca FILE if its certificate is self-signed)"
+            ),
             ClientError::ServerSaid(reason) => write!(f, "the server ended the session: {reason}"),
+            ClientError::Tls(msg) => write!(f, "TLS: {msg}"),
             ClientError::Interrupted => f.write_str("interrupted"),
         }
     }
@@ -429,6 +442,16 @@ impl Trace {
         Self::to(Box::new(io::stderr()))
     }
 
+    /// True when tracing; lets callers skip building text nobody will see.
+    pub fn is_on(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// A note about the connection (not a line of the dialogue): `** text`.
+    pub fn note(&mut self, text: &str) {
+        self.emit(&format!("** {text}"));
+    }
+
     fn emit(&mut self, text: &str) {
         if let Some(out) = &mut self.out {
             // A trace that cannot be written must not end the dialogue.
@@ -472,18 +495,21 @@ impl Trace {
 
 // ---- the connection -----------------------------------------------------------
 
-/// Any byte stream the dialogue can run over: a TCP socket today, a TLS stream
-/// wrapping it tomorrow.
+/// Any byte stream the dialogue can run over: a TCP socket, or a TLS stream
+/// wrapping it.
 pub trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
-/// Host, port and timeouts.
+/// Host, port, timeouts, and TLS.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub host: String,
     pub port: u16,
     pub connect_timeout: Duration,
+    /// Also bounds the whole TLS handshake.
     pub reply_timeout: Duration,
+    /// `Some`: speak TLS, verifying the server as these settings say.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ClientConfig {
@@ -493,6 +519,7 @@ impl ClientConfig {
             port,
             connect_timeout: CONNECT_TIMEOUT,
             reply_timeout: REPLY_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -679,8 +706,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects over TCP with the configured timeouts.
-    pub fn connect(cfg: &ClientConfig, trace: Trace) -> Result<Client> {
+    /// Connects over TCP with the configured timeouts and, if configured, runs
+    /// the TLS handshake at once, so a TLS failure is reported here.
+    pub fn connect(cfg: &ClientConfig, mut trace: Trace) -> Result<Client> {
+        // Trust anchors and the name to check first: a bad --ca is no reason to
+        // connect.
+        let tls = match &cfg.tls {
+            Some(settings) => Some(TlsConnector::new(&cfg.host, settings)?),
+            None => None,
+        };
         let sock = open_tcp(cfg)?;
         let lost = |e: io::Error| ClientError::Lost(e.to_string());
         // Replies are short lines; Nagle would only delay them.
@@ -688,9 +722,14 @@ impl Client {
         // A server that stops reading must not block the client forever.
         sock.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(lost)?;
         let timer = sock.try_clone().map_err(lost)?;
-        // The one place where a TLS layer will wrap `sock` (issue: --tls); the
-        // dialogue below only ever sees a `Stream`.
-        let stream: Box<dyn Stream> = Box::new(sock);
+        // The one place where the stream type is chosen; the dialogue below
+        // only ever sees a `Stream`.
+        let stream: Box<dyn Stream> = match &tls {
+            Some(connector) => {
+                Box::new(connector.handshake(sock, cfg.reply_timeout, &mut trace)?)
+            }
+            None => Box::new(sock),
+        };
         Ok(Client::over(stream, Some(timer), cfg.reply_timeout, trace))
     }
 

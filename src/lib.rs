@@ -21,8 +21,11 @@
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
 //! - [`client`]: the terminal client's dialogue (scripted and interactive), trace, timeouts.
+//! - [`client_tls`]: the client's TLS: trust (`--ca` or the system's roots), the
+//!   handshake at connect, its failures in words.
 
 pub mod client;
+pub mod client_tls;
 pub mod codec;
 pub mod config;
 pub mod crypto;

@@ -6,7 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use dccn_auth::client::{
     self, Action, Client, ClientConfig, ClientError, Ended, PasswordSource, StdTerminal, Trace,
 };
+use dccn_auth::client_tls::TlsSettings;
 use dccn_auth::config;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,12 +26,19 @@ use std::time::Duration;
         the server's outcome line. Exit codes: 0 done; 1 refused by the server (wrong \
         password, name taken, password rule, throttled, or 'Server error, try again \
         later'); 2 usage, connection or protocol error; 130 Ctrl-C.\n\n\
-        Host and port can also be set by the environment variables shown; flags win.",
+        Host and port can also be set by the environment variables shown; flags win.\n\n\
+        TLS (see docs/TLS.md): --tls verifies the server's certificate against the \
+        system's trusted roots, or with --ca FILE against the certificates in FILE (e.g. \
+        the server-cert.pem that run_server --tls-self-signed made); --ca and \
+        --server-name imply --tls. A failed verification is exit code 2. There is no \
+        way to skip verification.",
     after_help = "Examples:\n  \
         run_client                                   interactive, on 127.0.0.1:7886\n  \
         run_client register --user alice             asks the new password twice, hidden\n  \
         printf '%s\\n' 'S3cretPass' | run_client login --user alice --password-stdin\n  \
-        run_client --trace login --user alice        show every line and the hashes"
+        run_client --trace login --user alice        show every line and the hashes\n  \
+        run_client --tls --ca server-cert.pem        TLS, trusting a self-signed server\n  \
+        run_client --tls --host auth.example.org     TLS, verified by the system's roots"
 )]
 struct Cli {
     /// Server address.
@@ -42,12 +51,36 @@ struct Cli {
     /// challenge, to standard error. Passwords are never printed.
     #[arg(long, global = true)]
     trace: bool,
-    /// Seconds to wait for each line from the server.
+    /// Seconds to wait for each line from the server, and for the whole TLS handshake.
     #[arg(long, value_name = "SECS", default_value_t = client::REPLY_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     timeout: u64,
+    /// Connect with TLS, verifying the server's certificate against the system's
+    /// trusted roots (or --ca).
+    #[arg(long, env = "DCCN_TLS", global = true,
+          value_parser = clap::builder::FalseyValueParser::new())]
+    tls: bool,
+    /// Trust only the certificates in this PEM file (e.g. the server's self-signed
+    /// server-cert.pem) instead of the system's roots. Implies --tls.
+    #[arg(long, env = "DCCN_TLS_CA", value_name = "PEM", global = true)]
+    ca: Option<PathBuf>,
+    /// The name the server's certificate must carry [default: the --host value;
+    /// an IP address is checked against the certificate's IP addresses]. Implies --tls.
+    #[arg(long, value_name = "NAME", global = true)]
+    server_name: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Cli {
+    /// The TLS settings, if TLS is on (--tls, or implied by --ca / --server-name).
+    fn tls(&self) -> Option<TlsSettings> {
+        let on = self.tls || self.ca.is_some() || self.server_name.is_some();
+        on.then(|| TlsSettings {
+            ca: self.ca.clone(),
+            server_name: self.server_name.clone(),
+        })
+    }
 }
 
 /// One action, without questions. The password comes from a hidden prompt, or
@@ -105,6 +138,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<u8, ClientError> {
     let mut config = ClientConfig::new(&cli.host, cli.port);
     config.reply_timeout = Duration::from_secs(cli.timeout);
+    config.tls = cli.tls();
     let trace = || match cli.trace {
         true => Trace::stderr(),
         false => Trace::off(),
