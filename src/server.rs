@@ -300,10 +300,8 @@ fn serve_client(
     if services.is_shutting_down() {
         let _ = sock.shutdown(Shutdown::Read);
     }
-    log::info!(
-        "{peer} connected{}",
-        if tls.is_some() { " (TLS)" } else { "" }
-    );
+    let mode = if tls.is_some() { "TLS" } else { "TCP" };
+    log::debug!("{peer} connected ({mode})");
     let started = Instant::now();
     let tcp = TcpTransport::new(sock);
     let outcome = match tls {
@@ -316,12 +314,15 @@ fn serve_client(
             }
         },
     };
+    // One line per connection, written when it ends (it then says how).
     let lasted = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(End::Quit) => log::info!("{peer} quit after {lasted:.1}s"),
-        Ok(End::Gone(why)) => log::info!("{peer} disconnected after {lasted:.1}s: {why}"),
-        Ok(End::Fatal(reason)) => log::warn!("{peer} closed after {lasted:.1}s: {reason}"),
-        Err(_) => log::error!("{peer} session panicked; other sessions go on"),
+        Ok(End::Quit) => log::info!("{peer} {mode} session of {lasted:.1}s: quit"),
+        Ok(End::Gone(why)) => log::info!("{peer} {mode} session of {lasted:.1}s: {why}"),
+        Ok(End::Fatal(reason)) => {
+            log::warn!("{peer} {mode} session of {lasted:.1}s: closed, {reason}")
+        }
+        Err(_) => log::error!("{peer} {mode} session panicked; other sessions go on"),
     }
     drop(slot);
 }

@@ -9,7 +9,7 @@
 use crate::config::{LINGER_MAX_BYTES, LINGER_TIME};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A stream whose reads fail with `ErrorKind::TimedOut` once a deadline passes.
 pub trait Transport: Read + Write + Send {
@@ -28,13 +28,21 @@ pub trait Transport: Read + Write + Send {
 pub struct TcpTransport {
     sock: TcpStream,
     deadline: Option<Instant>,
+    /// The receive timeout the socket has now (`None`: none set).
+    armed: Option<Duration>,
 }
+
+/// How far a read may overrun its deadline before the socket's receive timeout
+/// is set again. Lets the common case (a fresh deadline, the same timeout as
+/// last time) skip a `setsockopt` per read.
+const DEADLINE_SLACK: Duration = Duration::from_millis(5);
 
 impl TcpTransport {
     pub fn new(sock: TcpStream) -> Self {
         TcpTransport {
             sock,
             deadline: None,
+            armed: None,
         }
     }
 
@@ -53,14 +61,27 @@ impl TcpTransport {
         }
     }
 
-    /// Sets the socket's receive timeout to the time left before the deadline.
-    fn arm_deadline(&self) -> io::Result<()> {
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
+    /// Makes the next read end by the deadline: the socket's receive timeout is
+    /// set to the time left, unless the one it has would end at most
+    /// [`DEADLINE_SLACK`] later (so a trickling peer is still cut off on time).
+    fn arm_deadline(&mut self) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            if self.armed.is_some() {
+                self.sock.set_read_timeout(None)?;
+                self.armed = None;
             }
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let close_enough = self
+            .armed
+            .is_some_and(|armed| armed >= left && armed - left <= DEADLINE_SLACK);
+        if !close_enough {
             self.sock.set_read_timeout(Some(left))?;
+            self.armed = Some(left);
         }
         Ok(())
     }
