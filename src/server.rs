@@ -24,7 +24,8 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -58,24 +59,33 @@ impl From<StoreError> for ServerError {
 }
 
 /// Sessions running now, and a way to reach each one's socket.
+///
+/// The count is atomic so the accepting thread never waits on a lock (a session
+/// thread holding it while descheduled would stall the accept loop).
 #[derive(Default)]
 struct Sessions {
-    live: Mutex<LiveSessions>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+    /// A clone of each session's socket, registered once its thread is up.
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// Signalled (under `sockets`) when the count drops to 0.
     all_ended: Condvar,
 }
 
-#[derive(Default)]
-struct LiveSessions {
-    next_id: u64,
-    count: usize,
-    /// A clone of each session's socket, registered once its thread is up.
-    sockets: HashMap<u64, TcpStream>,
+impl Sessions {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
 }
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LiveSessions> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// An accepted client on its way to its own thread.
+struct NewClient {
+    sock: TcpStream,
+    slot: SessionSlot,
 }
 
 /// One running session's place under the cap; released on drop.
@@ -87,29 +97,29 @@ struct SessionSlot {
 impl SessionSlot {
     /// Takes a slot unless `max` are taken.
     fn claim(sessions: &Arc<Sessions>, max: usize) -> Option<SessionSlot> {
-        let mut live = sessions.lock();
-        if live.count >= max {
-            return None;
-        }
-        live.count += 1;
-        live.next_id += 1;
+        sessions
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
         Some(SessionSlot {
-            id: live.next_id,
+            id: sessions.next_id.fetch_add(1, Ordering::Relaxed),
             sessions: sessions.clone(),
         })
     }
 
     fn register_socket(&self, sock: TcpStream) {
-        self.sessions.lock().sockets.insert(self.id, sock);
+        self.sessions.sockets().insert(self.id, sock);
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let mut live = self.sessions.lock();
-        live.count -= 1;
-        live.sockets.remove(&self.id);
-        if live.count == 0 {
+        // Under the lock, so a shutdown waiting for the count cannot miss it.
+        let mut sockets = self.sessions.sockets();
+        sockets.remove(&self.id);
+        if self.sessions.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.sessions.all_ended.notify_all();
         }
     }
@@ -174,6 +184,7 @@ impl Server {
 
     /// Accepts clients until [`ServerHandle::shutdown`] is called.
     pub fn run(&self) {
+        let spawner = self.start_spawner();
         for stream in self.listener.incoming() {
             if self.services.is_shutting_down() {
                 if let Ok(sock) = stream {
@@ -183,7 +194,7 @@ impl Server {
                 break;
             }
             match stream {
-                Ok(sock) => self.hand_off(sock),
+                Ok(sock) => self.hand_off(sock, &spawner),
                 Err(e) => {
                     log::warn!("accept failed: {e}");
                     // Out of file descriptors: give sessions a moment to end.
@@ -207,19 +218,43 @@ impl Server {
         }
     }
 
-    fn hand_off(&self, sock: TcpStream) {
+    /// Takes a session slot and passes the socket on; all the accepting thread
+    /// does per client, so it is back in `accept` within microseconds.
+    fn hand_off(&self, sock: TcpStream, spawner: &Sender<NewClient>) {
         let Some(slot) = SessionSlot::claim(&self.sessions, self.max_sessions) else {
             refuse_busy(sock);
             return;
         };
+        // Fails only if the spawner is gone; the slot is then freed on drop.
+        let _ = spawner.send(NewClient { sock, slot });
+    }
+
+    /// The thread that starts one session thread per accepted client.
+    ///
+    /// Starting a thread (stack mapping, clone) takes tens of microseconds; done
+    /// by the accepting thread, a burst of 32 clients would overflow the listen
+    /// backlog of 8 while it works, and the kernel would drop handshakes (each
+    /// costing its client a retransmission, 1 s or more).
+    fn start_spawner(&self) -> Sender<NewClient> {
+        let (tx, rx) = mpsc::channel::<NewClient>();
         let services = self.services.clone();
         let tls = self.tls.clone();
-        let spawned = thread::Builder::new()
-            .stack_size(SESSION_STACK_BYTES)
-            .spawn(move || serve_client(sock, slot, &services, tls.as_ref()));
-        if let Err(e) = spawned {
-            log::error!("cannot start a session thread: {e}");
-        }
+        thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for NewClient { sock, slot } in rx {
+                    let services = services.clone();
+                    let tls = tls.clone();
+                    let spawned = thread::Builder::new()
+                        .stack_size(SESSION_STACK_BYTES)
+                        .spawn(move || serve_client(sock, slot, &services, tls.as_ref()));
+                    if let Err(e) = spawned {
+                        log::error!("cannot start a session thread: {e}");
+                    }
+                }
+            })
+            .expect("cannot start the spawner thread");
+        tx
     }
 
     /// Runs the accept loop on its own thread; the handle stops it.
@@ -339,7 +374,7 @@ pub struct SessionGauge(Arc<Sessions>);
 
 impl SessionGauge {
     pub fn get(&self) -> usize {
-        self.0.lock().count
+        self.0.count()
     }
 }
 
@@ -362,7 +397,7 @@ impl ServerHandle {
 
     /// Sessions running now.
     pub fn session_count(&self) -> usize {
-        self.sessions.lock().count
+        self.sessions.count()
     }
 
     /// A handle to read the session count from another thread.
@@ -384,24 +419,24 @@ impl ServerHandle {
             let _ = t.join();
         }
         let deadline = Instant::now() + grace;
-        let mut live = self.sessions.lock();
-        for sock in live.sockets.values() {
+        let mut sockets = self.sessions.sockets();
+        for sock in sockets.values() {
             // The blocked read returns at once; writing still works.
             let _ = sock.shutdown(Shutdown::Read);
         }
-        while live.count > 0 {
+        while self.sessions.count() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            live = self
+            sockets = self
                 .sessions
                 .all_ended
-                .wait_timeout(live, left)
+                .wait_timeout(sockets, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        live.count
+        self.sessions.count()
     }
 }
 
