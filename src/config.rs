@@ -40,6 +40,10 @@ pub const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// Stack of each session thread: sessions are shallow, and thousands of idle ones
 /// should cost little memory.
 pub const SESSION_STACK_BYTES: usize = 256 * 1024;
+/// Session threads kept waiting for a next client at most, and how long each
+/// waits before it exits (see `threads.rs`).
+pub const MAX_IDLE_THREADS: usize = 64;
+pub const IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the SQLite database when another process holds its lock.
 pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -19,6 +19,7 @@
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
+//! - [`threads`]: a thread per client, kept for the next client when it is done.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
 //! - [`client`]: the terminal client's dialogue (scripted and interactive), trace, timeouts.
 //! - [`client_tls`]: the client's TLS: trust (`--ca` or the system's roots), the
@@ -33,6 +34,7 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod threads;
 pub mod throttle;
 pub mod tls;
 pub mod transport;

@@ -13,9 +13,10 @@
 //! `Error: server shutting down`.
 
 use crate::codec::LineConn;
-use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, SESSION_STACK_BYTES, WRITE_TIMEOUT};
+use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, WRITE_TIMEOUT};
 use crate::session::{End, Services, Session};
 use crate::store::{StoreError, UserStore};
+use crate::threads::SessionThreads;
 use crate::tls::{self, TlsError};
 use crate::transport::{TcpTransport, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,7 +26,6 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -82,12 +82,6 @@ impl Sessions {
     }
 }
 
-/// An accepted client on its way to its own thread.
-struct NewClient {
-    sock: TcpStream,
-    slot: SessionSlot,
-}
-
 /// One running session's place under the cap; released on drop.
 struct SessionSlot {
     id: u64,
@@ -132,6 +126,7 @@ pub struct Server {
     sessions: Arc<Sessions>,
     max_sessions: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
+    threads: SessionThreads,
 }
 
 /// Binds `addr` with an explicit listen backlog (std's `bind` always asks for 128).
@@ -172,6 +167,7 @@ impl Server {
             sessions: Arc::new(Sessions::default()),
             max_sessions: config.max_sessions,
             tls,
+            threads: SessionThreads::new(),
         })
     }
 
@@ -184,7 +180,7 @@ impl Server {
 
     /// Accepts clients until [`ServerHandle::shutdown`] is called.
     pub fn run(&self) {
-        let spawner = self.start_spawner();
+        prefer_this_thread_on_wakeup();
         for stream in self.listener.incoming() {
             if self.services.is_shutting_down() {
                 if let Ok(sock) = stream {
@@ -194,7 +190,7 @@ impl Server {
                 break;
             }
             match stream {
-                Ok(sock) => self.hand_off(sock, &spawner),
+                Ok(sock) => self.hand_off(sock),
                 Err(e) => {
                     log::warn!("accept failed: {e}");
                     // Out of file descriptors: give sessions a moment to end.
@@ -218,43 +214,18 @@ impl Server {
         }
     }
 
-    /// Takes a session slot and passes the socket on; all the accepting thread
-    /// does per client, so it is back in `accept` within microseconds.
-    fn hand_off(&self, sock: TcpStream, spawner: &Sender<NewClient>) {
+    /// Takes a slot and passes the socket to a session thread; all the accepting
+    /// thread does per client, so it is back in `accept` within microseconds.
+    fn hand_off(&self, sock: TcpStream) {
         let Some(slot) = SessionSlot::claim(&self.sessions, self.max_sessions) else {
             refuse_busy(sock);
             return;
         };
-        // Fails only if the spawner is gone; the slot is then freed on drop.
-        let _ = spawner.send(NewClient { sock, slot });
-    }
-
-    /// The thread that starts one session thread per accepted client.
-    ///
-    /// Starting a thread (stack mapping, clone) takes tens of microseconds; done
-    /// by the accepting thread, a burst of 32 clients would overflow the listen
-    /// backlog of 8 while it works, and the kernel would drop handshakes (each
-    /// costing its client a retransmission, 1 s or more).
-    fn start_spawner(&self) -> Sender<NewClient> {
-        let (tx, rx) = mpsc::channel::<NewClient>();
         let services = self.services.clone();
         let tls = self.tls.clone();
-        thread::Builder::new()
-            .name("spawner".into())
-            .spawn(move || {
-                for NewClient { sock, slot } in rx {
-                    let services = services.clone();
-                    let tls = tls.clone();
-                    let spawned = thread::Builder::new()
-                        .stack_size(SESSION_STACK_BYTES)
-                        .spawn(move || serve_client(sock, slot, &services, tls.as_ref()));
-                    if let Err(e) = spawned {
-                        log::error!("cannot start a session thread: {e}");
-                    }
-                }
-            })
-            .expect("cannot start the spawner thread");
-        tx
+        self.threads.run(Box::new(move || {
+            serve_client(sock, slot, &services, tls.as_ref())
+        }));
     }
 
     /// Runs the accept loop on its own thread; the handle stops it.
@@ -292,6 +263,41 @@ impl Server {
 
 const SERVER_BUSY: &[u8] = b"Error: server busy\n__quit__\n";
 const SHUTTING_DOWN: &[u8] = b"Error: server shutting down\n__quit__\n";
+
+/// Asks the Linux scheduler (EEVDF, 6.12 and later) for a short time slice for
+/// the calling thread, so that when a connection wakes it, it runs before the
+/// busy session threads instead of after them. Busy sessions could otherwise
+/// keep the accept loop off the CPU long enough for 9 handshakes to queue up and
+/// overflow the backlog of 8. Best effort: ignored where unsupported.
+fn prefer_this_thread_on_wakeup() {
+    #[cfg(target_os = "linux")]
+    {
+        /// `struct sched_attr` of sched_setattr(2).
+        #[repr(C)]
+        #[derive(Default)]
+        struct SchedAttr {
+            size: u32,
+            policy: u32,
+            flags: u64,
+            nice: i32,
+            priority: u32,
+            runtime: u64,
+            deadline: u64,
+            period: u64,
+        }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            // SCHED_OTHER; for it, `runtime` is the slice asked for (0.1 ms).
+            runtime: 100_000,
+            ..SchedAttr::default()
+        };
+        // SAFETY: a valid, fully initialised sched_attr for the calling thread (0).
+        let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if rc != 0 {
+            log::debug!("short scheduler slice for the accept loop not available");
+        }
+    }
+}
 
 /// `Error: server busy`, written by the accepting thread.
 fn refuse_busy(sock: TcpStream) {

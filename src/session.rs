@@ -208,7 +208,7 @@ impl<'a, T: Transport> Session<'a, T> {
             "change_password" => self.change_password()?,
             "delete_account" => self.delete_account()?,
             "logout" => {
-                log::info!("{} logout user={}", self.peer, self.current_user());
+                log::debug!("{} logout user={}", self.peer, self.current_user());
                 self.user = None;
             }
             "quit" => return Err(End::Quit),

@@ -1,0 +1,200 @@
+//! Session threads: every client gets a thread of its own, and a thread whose
+//! client has left waits a while to serve the next one instead of exiting.
+//!
+//! The design stays thread-per-client: a thread runs one session at a time, from
+//! greeting to goodbye, with blocking reads. Keeping finished threads for reuse
+//! only saves the cost of making and unmaking them (mapping a stack, `clone`,
+//! unmapping it: tens of microseconds, and locks on the process's memory map
+//! that every other thread then waits for). Under a steady load no thread is
+//! made at all.
+//!
+//! [`SessionThreads::run`] is called by the accepting thread, so it never makes
+//! a thread itself: it hands the job to an idle thread if there is one, else to
+//! a *spawner* thread that makes a new one. The accept loop is back in `accept`
+//! within microseconds, and a burst of clients cannot overflow the listen backlog
+//! while it works.
+
+use crate::config::{IDLE_THREAD_TIMEOUT, MAX_IDLE_THREADS, SESSION_STACK_BYTES};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+
+/// One client's whole session.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A thread waiting for its next client.
+struct IdleThread {
+    id: u64,
+    next_job: Sender<Job>,
+}
+
+struct Shared {
+    /// Most recently idle last: the next client gets the warmest thread.
+    idle: Mutex<Vec<IdleThread>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn idle(&self) -> MutexGuard<'_, Vec<IdleThread>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs each job on a thread of its own: a waiting one, or a new one.
+pub struct SessionThreads {
+    shared: Arc<Shared>,
+    spawner: Sender<Job>,
+}
+
+impl Default for SessionThreads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SessionThreads {
+    /// Starts the spawner thread; no session thread exists until the first job.
+    pub fn new() -> Self {
+        let shared = Arc::new(Shared {
+            idle: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+        });
+        let (spawner, new_jobs) = mpsc::channel::<Job>();
+        let for_spawner = shared.clone();
+        thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for job in new_jobs {
+                    start_thread(&for_spawner, job);
+                }
+            })
+            .expect("cannot start the spawner thread");
+        SessionThreads { shared, spawner }
+    }
+
+    /// Runs `job` on its own thread. Never blocks and never makes a thread.
+    pub fn run(&self, job: Job) {
+        let waiting = self.shared.idle().pop();
+        let job = match waiting {
+            Some(thread) => match thread.next_job.send(job) {
+                Ok(()) => return,
+                // That thread gave up waiting just now: make a new one.
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        // Fails only if the spawner is gone (never, while `self` lives).
+        let _ = self.spawner.send(job);
+    }
+
+    /// Threads waiting for a client now (for tests and monitoring).
+    pub fn idle_count(&self) -> usize {
+        self.shared.idle().len()
+    }
+}
+
+fn start_thread(shared: &Arc<Shared>, first: Job) {
+    let shared = shared.clone();
+    let started = thread::Builder::new()
+        .stack_size(SESSION_STACK_BYTES)
+        .spawn(move || serve_clients(&shared, first));
+    if let Err(e) = started {
+        // The job (and the client's socket in it) is dropped: the client is
+        // disconnected and its session slot freed.
+        log::error!("cannot start a session thread: {e}");
+    }
+}
+
+/// A session thread's life: its first client, then whoever comes next while it
+/// waits, until it has waited [`IDLE_THREAD_TIMEOUT`] for nobody.
+fn serve_clients(shared: &Shared, first: Job) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (next_job, jobs): (Sender<Job>, Receiver<Job>) = mpsc::channel();
+    let mut job = first;
+    loop {
+        job();
+        {
+            let mut idle = shared.idle();
+            if idle.len() >= MAX_IDLE_THREADS {
+                return;
+            }
+            idle.push(IdleThread {
+                id,
+                next_job: next_job.clone(),
+            });
+        }
+        job = match jobs.recv_timeout(IDLE_THREAD_TIMEOUT) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut idle = shared.idle();
+                match idle.iter().position(|t| t.id == id) {
+                    // Still listed: nobody can send to us any more; retire.
+                    Some(at) => {
+                        idle.remove(at);
+                        return;
+                    }
+                    // Taken off the list by `run` just now: its job is on the way.
+                    None => {
+                        drop(idle);
+                        match jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn every_job_runs_and_finished_threads_are_reused() {
+        let threads = SessionThreads::new();
+        let (done, finished) = channel();
+        for round in 0..3 {
+            for i in 0..4 {
+                let done = done.clone();
+                threads.run(Box::new(move || {
+                    done.send((round, i, thread::current().id())).unwrap();
+                }));
+            }
+            let ids: Vec<_> = (0..4)
+                .map(|_| finished.recv_timeout(Duration::from_secs(5)).unwrap().2)
+                .collect();
+            assert_eq!(ids.len(), 4);
+            // Let the threads list themselves as idle before the next round.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while threads.idle_count() < 1 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert!(threads.idle_count() >= 1);
+        assert!(
+            threads.idle_count() <= 12,
+            "threads were reused, not piled up"
+        );
+    }
+
+    #[test]
+    fn concurrent_jobs_each_get_their_own_thread() {
+        // Four jobs that each wait for all four to be running at once: with
+        // fewer than four threads this would never finish.
+        let threads = SessionThreads::new();
+        let barrier = Arc::new(std::sync::Barrier::new(5));
+        for _ in 0..4 {
+            let barrier = barrier.clone();
+            threads.run(Box::new(move || {
+                barrier.wait();
+            }));
+        }
+        barrier.wait();
+    }
+}
