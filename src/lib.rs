@@ -20,6 +20,7 @@
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
 
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod crypto;
