@@ -24,7 +24,9 @@
 //! - [`client`]: the terminal client's dialogue (scripted and interactive), trace, timeouts.
 //! - [`client_tls`]: the client's TLS: trust (`--ca` or the system's roots), the
 //!   handshake at connect, its failures in words.
+//! - [`bench`]: the load generator behind `run_bench`.
 
+pub mod bench;
 pub mod client;
 pub mod client_tls;
 pub mod codec;
