@@ -180,7 +180,7 @@ impl Server {
 
     /// Accepts clients until [`ServerHandle::shutdown`] is called.
     pub fn run(&self) {
-        prefer_this_thread_on_wakeup();
+        log::info!("accept loop: {}", prioritise_accept_thread());
         for stream in self.listener.incoming() {
             if self.services.is_shutting_down() {
                 if let Ok(sock) = stream {
@@ -193,10 +193,14 @@ impl Server {
                 Ok(sock) => self.hand_off(sock),
                 Err(e) => {
                     log::warn!("accept failed: {e}");
-                    // Out of file descriptors: give sessions a moment to end.
-                    if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) {
-                        thread::sleep(Duration::from_millis(10));
-                    }
+                    // Out of file descriptors (or any failure that repeats):
+                    // give sessions a moment to end rather than spin, all the
+                    // more as this thread may have real-time priority.
+                    let pause = match e.raw_os_error() {
+                        Some(libc::EMFILE | libc::ENFILE) => 10,
+                        _ => 1,
+                    };
+                    thread::sleep(Duration::from_millis(pause));
                 }
             }
         }
@@ -264,14 +268,27 @@ impl Server {
 const SERVER_BUSY: &[u8] = b"Error: server busy\n__quit__\n";
 const SHUTTING_DOWN: &[u8] = b"Error: server shutting down\n__quit__\n";
 
-/// Asks the Linux scheduler (EEVDF, 6.12 and later) for a short time slice for
-/// the calling thread, so that when a connection wakes it, it runs before the
-/// busy session threads instead of after them. Busy sessions could otherwise
-/// keep the accept loop off the CPU long enough for 9 handshakes to queue up and
-/// overflow the backlog of 8. Best effort: ignored where unsupported.
-fn prefer_this_thread_on_wakeup() {
+/// Makes the calling (accepting) thread run as soon as a connection wakes it.
+///
+/// With a listen backlog of 8, busy session threads that keep the accept loop
+/// off the CPU for a couple of milliseconds let 9 handshakes queue up, and the
+/// kernel then drops the next ones (with SYN cookies on, some clients are left
+/// believing they are connected, waiting for a greeting that never comes).
+/// Measured at 32 connections: 50 to 90 such overflows per 5 s with an ordinary
+/// thread, none with this. The thread only blocks in `accept` and hands off, so
+/// a high priority costs the others next to nothing.
+///
+/// Best effort, Linux only: real-time priority 1 (`SCHED_FIFO`) where the
+/// process may have it (root, CAP_SYS_NICE or RLIMIT_RTPRIO), else a short
+/// scheduler slice (0.1 ms; EEVDF, kernel 6.12 and later), else nothing.
+fn prioritise_accept_thread() -> &'static str {
     #[cfg(target_os = "linux")]
     {
+        let fifo = libc::sched_param { sched_priority: 1 };
+        // SAFETY: plain system call on the calling thread (0) with a valid param.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) } == 0 {
+            return "real-time priority (SCHED_FIFO 1)";
+        }
         /// `struct sched_attr` of sched_setattr(2).
         #[repr(C)]
         #[derive(Default)]
@@ -293,10 +310,11 @@ fn prefer_this_thread_on_wakeup() {
         };
         // SAFETY: a valid, fully initialised sched_attr for the calling thread (0).
         let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-        if rc != 0 {
-            log::debug!("short scheduler slice for the accept loop not available");
+        if rc == 0 {
+            return "short scheduler slice (0.1 ms)";
         }
     }
+    "ordinary scheduling"
 }
 
 /// `Error: server busy`, written by the accepting thread.
