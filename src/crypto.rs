@@ -139,6 +139,14 @@ mod tests {
     }
 
     #[test]
+    fn a_million_nonces_have_no_duplicate() {
+        let mut seen = std::collections::HashSet::with_capacity(1_000_000);
+        for _ in 0..1_000_000 {
+            assert!(seen.insert(new_nonce()), "duplicate nonce");
+        }
+    }
+
+    #[test]
     fn fake_salt_is_stable_per_name_and_key() {
         let f = FakeCredentials::new(b"secret one");
         assert_eq!(f.salt("alice"), f.salt("alice"));
