@@ -4,13 +4,15 @@
 //! pseudo-terminal. Every child process runs under a deadline; everything talks
 //! to 127.0.0.1 only.
 
+mod child;
+
+use child::{run_with_deadline, Run};
 use dccn_auth::config::ServerConfig;
 use dccn_auth::crypto;
 use dccn_auth::server::{Server, ServerHandle};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -42,13 +44,6 @@ impl TestServer {
     }
 }
 
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// A `run_client` command with no host or port from the environment.
 fn client_command() -> Command {
     let mut cmd = Command::new(CLIENT);
@@ -56,36 +51,8 @@ fn client_command() -> Command {
     cmd
 }
 
-/// Runs `cmd` with `stdin`, killing it if it outlives [`DEADLINE`].
-fn run_command(mut cmd: Command, stdin: &str) -> Run {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn run_client");
-    let pid = child.id();
-    if let Some(mut input) = child.stdin.take() {
-        // The client may exit before reading (usage errors): ignore EPIPE.
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(out) => {
-            let out = out.expect("wait for run_client");
-            Run {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        }
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("run_client did not finish within {DEADLINE:?}");
-        }
-    }
+fn run_command(cmd: Command, stdin: &str) -> Run {
+    run_with_deadline(cmd, stdin, DEADLINE)
 }
 
 /// `run_client --host 127.0.0.1 --port <port> <args...>` with `stdin`.

@@ -8,10 +8,13 @@
 //! test ends (by [`ServerProc`]'s `Drop`); everything talks to 127.0.0.1 only.
 //! A stalled handshake is tested on the server side, in `tests/tls.rs`.
 
+mod child;
+
+use child::{run_with_deadline, Run};
 use dccn_auth::tls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -127,14 +130,6 @@ fn tls_server() -> (ServerProc, TempDir) {
 
 // ---- the client --------------------------------------------------------------
 
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
 /// `run_client --host 127.0.0.1 --port <port> <args...>` with `stdin` and
 /// `env`, none of the client's variables inherited, killed after [`DEADLINE`].
 fn run_client(port: u16, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
@@ -151,37 +146,8 @@ fn run_client(port: u16, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ru
     }
     cmd.envs(env.iter().copied())
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn run_client");
-    let pid = child.id();
-    if let Some(mut input) = child.stdin.take() {
-        // The client may exit before reading: ignore EPIPE.
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(out) => {
-            let out = out.expect("wait for run_client");
-            Run {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                took: started.elapsed(),
-            }
-        }
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("run_client did not finish within {DEADLINE:?}");
-        }
-    }
+        .args(args);
+    run_with_deadline(cmd, stdin, DEADLINE)
 }
 
 /// A scripted action over TLS trusting `ca`, with `--password-stdin`.
