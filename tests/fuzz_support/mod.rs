@@ -6,14 +6,14 @@
 //! Only `dccn_auth` and `std`: the fuzz crate has no other dependency to offer.
 #![allow(dead_code)] // each user needs a different part of this module
 
-use dccn_auth::codec::ReadError;
+use dccn_auth::codec::{LineConn, ReadError};
 use dccn_auth::config::MAX_LINE_BYTES;
 use dccn_auth::crypto;
 use dccn_auth::rules::Username;
 use dccn_auth::session::{control, outcome, End, LS_LISTING, MAIN_MENU, USER_MENU};
 use dccn_auth::transport::Transport;
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The reasons an `Error: ` line may carry (protocol.md, outcome lines).
 pub const ERROR_REASONS: [&str; 5] = [
@@ -204,6 +204,19 @@ pub fn check_dialogue(lines: &[&str], input: &[u8], end: &End) -> Result<(), Str
     Ok(())
 }
 
+/// Everything a session over memory must satisfy: [`check_output`],
+/// [`check_dialogue`], and no fatal reason that needs a clock or a signal.
+pub fn check_session(input: &[u8], end: &End, output: &[u8]) -> Result<(), String> {
+    let lines = check_output(output, end)?;
+    check_dialogue(&lines, input, end)?;
+    match end {
+        End::Fatal(reason) if !MEMORY_ERROR_REASONS.contains(reason) => {
+            Err(format!("End::Fatal({reason:?}) over memory"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What [`dccn_auth::codec::LineConn::read_line`] must return for `input`, read
 /// until the first error: the reference model of the framing rules.
 #[derive(Debug, PartialEq, Eq)]
@@ -256,6 +269,48 @@ pub fn reference_read(input: &[u8]) -> Vec<Expected> {
             }
         }
     }
+}
+
+/// Reads `input`, served in `chunks`, line by line until the first error, and
+/// checks each line (UTF-8 by type, at most the limit, no LF, line plus its
+/// terminator is what comes next in the input) and the whole sequence against
+/// [`reference_read`].
+pub fn check_codec(input: &[u8], chunks: Vec<usize>) -> Result<(), String> {
+    let mut conn = LineConn::new(ChunkedTransport::new(input.to_vec(), chunks));
+    let mut got = Vec::new();
+    let mut consumed = 0usize;
+    loop {
+        let result = conn.read_line(Duration::from_secs(1));
+        let line = match result {
+            Ok(line) => line,
+            Err(e) => {
+                got.push(Expected::of(&Err(e)).ok_or("an I/O error over memory")?);
+                break;
+            }
+        };
+        if line.len() > MAX_LINE_BYTES {
+            return Err(format!("line of {} bytes", line.len()));
+        }
+        if line.contains('\n') {
+            return Err(format!("line with LF: {line:?}"));
+        }
+        let rest = &input[consumed..];
+        let after = rest
+            .strip_prefix(line.as_bytes())
+            .ok_or_else(|| format!("line {line:?} is not what follows byte {consumed}"))?;
+        consumed += line.len()
+            + match after {
+                [b'\n', ..] => 1,
+                [b'\r', b'\n', ..] => 2,
+                _ => return Err(format!("no LF or CR LF after line {line:?}")),
+            };
+        got.push(Expected::Line(line));
+    }
+    let want = reference_read(input);
+    if got != want {
+        return Err(format!("codec read {got:?}\nthe model says {want:?}"));
+    }
+    Ok(())
 }
 
 /// Input served in chunks of the given sizes (cycled; 0 means one
