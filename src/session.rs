@@ -125,8 +125,9 @@ impl<'a, T: Transport> Session<'a, T> {
     }
 
     /// Runs the dialogue to its end, says goodbye if one is owed, and returns why
-    /// it ended.
-    pub fn run(mut self) -> End {
+    /// it ended. Call it once; it takes `&mut self` so that a test or fuzzer over
+    /// memory can still read what was written ([`into_conn`](Self::into_conn)).
+    pub fn run(&mut self) -> End {
         self.say(outcome::CONNECTED);
         let end = loop {
             let step = match self.user.is_some() {
