@@ -206,31 +206,38 @@ impl Throttle {
                     .back()
                     .is_some_and(|&t| now.saturating_duration_since(t) <= ADDR_FAILURE_SPAN)
         });
-        let excess = (state.pairs.len() + state.addrs.len()).saturating_sub(THROTTLE_MAX_KEYS);
-        if excess > 0 {
-            // Evict the oldest pairs, plus a tenth of the limit so this is rare.
-            let mut ages: Vec<(Instant, PairKey)> = state
+        let total = state.pairs.len() + state.addrs.len();
+        if total > THROTTLE_MAX_KEYS {
+            // Evict the oldest keys of either kind down to nine tenths of the
+            // limit in one pass, so a full table costs one sort per tenth of the
+            // limit failures, not a scan per failure.
+            let remove = total - THROTTLE_MAX_KEYS * 9 / 10;
+            let mut ages: Vec<(Instant, Key)> = state
                 .pairs
                 .iter()
-                .map(|(k, e)| (e.last_failure, *k))
+                .map(|(k, e)| (e.last_failure, Key::Pair(*k)))
+                .chain(
+                    state
+                        .addrs
+                        .iter()
+                        .map(|(a, e)| (e.failures.back().copied().unwrap_or(now), Key::Addr(*a))),
+                )
                 .collect();
-            ages.sort_unstable_by_key(|(t, _)| *t);
-            for (_, k) in ages.into_iter().take(excess + THROTTLE_MAX_KEYS / 10) {
-                state.pairs.remove(&k);
-            }
-            while state.pairs.len() + state.addrs.len() > THROTTLE_MAX_KEYS {
-                let oldest = state
-                    .addrs
-                    .iter()
-                    .min_by_key(|(_, e)| e.failures.back().copied())
-                    .map(|(a, _)| *a);
-                match oldest {
-                    Some(a) => state.addrs.remove(&a),
-                    None => break,
+            ages.select_nth_unstable_by_key(remove - 1, |(t, _)| *t);
+            for (_, key) in ages.drain(..remove) {
+                match key {
+                    Key::Pair(k) => state.pairs.remove(&k).map(|_| ()),
+                    Key::Addr(a) => state.addrs.remove(&a).map(|_| ()),
                 };
             }
         }
     }
+}
+
+/// A key of either table, for eviction by age.
+enum Key {
+    Pair(PairKey),
+    Addr(IpAddr),
 }
 
 #[cfg(test)]
