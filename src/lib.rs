@@ -21,14 +21,14 @@
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`threads`]: a thread per client, kept for the next client when it is done.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
-//! - [`client`]: the terminal client's dialogue (scripted and interactive), trace, timeouts.
-//! - [`client_tls`]: the client's TLS: trust (`--ca` or the system's roots), the
+//! - [`client`]: the terminal client's dialogue (scripted and interactive), trace,
+//!   timeouts; one file per concept under `src/client/`, among them
+//!   [`client::tls`]: the client's TLS: trust (`--ca` or the system's roots), the
 //!   handshake at connect, its failures in words.
 //! - [`bench`]: the load generator behind `run_bench`.
 
 pub mod bench;
 pub mod client;
-pub mod client_tls;
 pub mod codec;
 pub mod config;
 pub mod crypto;

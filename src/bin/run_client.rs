@@ -3,10 +3,10 @@
 //! `dccn_auth::client`.
 
 use clap::{Args, Parser, Subcommand};
+use dccn_auth::client::tls::TlsSettings;
 use dccn_auth::client::{
     self, Action, Client, ClientConfig, ClientError, Ended, PasswordSource, StdTerminal, Trace,
 };
-use dccn_auth::client_tls::TlsSettings;
 use dccn_auth::config;
 use std::path::PathBuf;
 use std::process::ExitCode;

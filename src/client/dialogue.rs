@@ -1,0 +1,688 @@
+//! The dialogue: a [`Client`] connected to a server reads its lines up to each
+//! prompt and answers them, either for a script (a request, judged only by the
+//! protocol's outcome lines: [`Outcome`]) or for a person at a terminal
+//! ([`Ended`]).
+
+use super::connection::{open_tcp, ClientConfig, Stream, Wire};
+use super::error::{ClientError, Result, EXIT_OK, EXIT_REFUSED};
+use super::lines::{fatal_reason, is_refusal, Challenge, ServerLine, ERROR_PREFIX};
+use super::request::{NewPassword, Password, Request};
+use super::terminal::Terminal;
+use super::tls::TlsConnector;
+use super::trace::Trace;
+use crate::codec::{LineConn, ReadError};
+use crate::config::{MAX_LINE_BYTES, WRITE_TIMEOUT};
+use crate::session::{control, outcome};
+use std::io;
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// What is shown in the trace instead of a password sent in clear.
+const HIDDEN_PASSWORD: &str = "******** (password, hidden)";
+
+/// What the server sent before its next prompt, and that prompt.
+#[derive(Debug)]
+struct Turn {
+    lines: Vec<String>,
+    prompt: Prompt,
+}
+
+/// A control line that asks something of the client (a challenge is merged with
+/// the `__password__` that follows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prompt {
+    Type,
+    Username,
+    Password,
+    Challenge(Challenge),
+    Quit,
+}
+
+impl Prompt {
+    fn token(&self) -> &'static str {
+        match self {
+            Prompt::Type => control::TYPE,
+            Prompt::Username => control::USERNAME,
+            Prompt::Password => control::PASSWORD,
+            Prompt::Challenge(_) => "__nonce__ + __password__",
+            Prompt::Quit => control::QUIT,
+        }
+    }
+}
+
+/// Why a scripted action stopped early.
+enum Halt {
+    /// The server refused, with this line, then sent this prompt.
+    Refused {
+        line: String,
+        prompt: Prompt,
+    },
+    Failed(ClientError),
+}
+
+impl From<ClientError> for Halt {
+    fn from(e: ClientError) -> Self {
+        Halt::Failed(e)
+    }
+}
+
+/// What a scripted action ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The outcome line(s), to print.
+    pub lines: Vec<String>,
+    /// True when the server refused the action.
+    pub refused: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        if self.refused {
+            EXIT_REFUSED
+        } else {
+            EXIT_OK
+        }
+    }
+}
+
+/// How an interactive session ended (all of them are clean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The server said `__quit__`.
+    Quit,
+    /// The server closed the connection.
+    Closed,
+    /// The person left at a prompt (Ctrl-D).
+    Left,
+}
+
+/// A client connected to a server, at any point of the dialogue.
+pub struct Client {
+    conn: LineConn<Wire>,
+    trace: Trace,
+    reply_timeout: Duration,
+}
+
+impl Client {
+    /// Connects over TCP with the configured timeouts and, if configured, runs
+    /// the TLS handshake at once, so a TLS failure is reported here.
+    pub fn connect(cfg: &ClientConfig, mut trace: Trace) -> Result<Client> {
+        // Trust anchors and the name to check first: a bad --ca is no reason to
+        // connect.
+        let tls = match &cfg.tls {
+            Some(settings) => Some(TlsConnector::new(&cfg.host, settings)?),
+            None => None,
+        };
+        let sock = open_tcp(cfg)?;
+        let lost = |e: io::Error| ClientError::Lost(e.to_string());
+        // Replies are short lines; Nagle would only delay them.
+        let _ = sock.set_nodelay(true);
+        // A server that stops reading must not block the client forever.
+        sock.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(lost)?;
+        let timer = sock.try_clone().map_err(lost)?;
+        // The one place where the stream type is chosen; the dialogue below
+        // only ever sees a `Stream`.
+        let stream: Box<dyn Stream> = match &tls {
+            Some(connector) => {
+                Box::new(connector.handshake(sock, cfg.reply_timeout, &mut trace)?)
+            }
+            None => Box::new(sock),
+        };
+        Ok(Client::over(stream, Some(timer), cfg.reply_timeout, trace))
+    }
+
+    /// Runs the dialogue over any stream. `socket`, when given, is the TCP
+    /// socket under it (or a clone), used to enforce `reply_timeout`.
+    pub fn over(
+        stream: Box<dyn Stream>,
+        socket: Option<TcpStream>,
+        reply_timeout: Duration,
+        trace: Trace,
+    ) -> Client {
+        let wire = Wire {
+            io: stream,
+            socket,
+            deadline: None,
+        };
+        Client {
+            conn: LineConn::new(wire),
+            trace,
+            reply_timeout,
+        }
+    }
+
+    // -- lines ------------------------------------------------------------
+
+    /// The server's next line; `None` when it closed the connection.
+    pub fn recv(&mut self) -> Result<Option<ServerLine>> {
+        match self.conn.read_line(self.reply_timeout) {
+            Ok(line) => {
+                self.trace.received(&line);
+                ServerLine::parse(&line).map(Some)
+            }
+            Err(ReadError::Closed) => Ok(None),
+            Err(ReadError::TooLong) => Err(ClientError::Protocol(format!(
+                "the server sent a line longer than {MAX_LINE_BYTES} bytes"
+            ))),
+            Err(ReadError::InvalidUtf8) => Err(ClientError::Protocol(
+                "the server sent a line that is not UTF-8".to_string(),
+            )),
+            Err(ReadError::TimedOut) => Err(ClientError::TimedOut(self.reply_timeout)),
+            Err(ReadError::Io(e)) => Err(ClientError::Lost(e.to_string())),
+        }
+    }
+
+    /// Queues one reply line; it goes out before the next read (or [`flush`](Self::flush)).
+    pub fn send(&mut self, line: &str) {
+        self.trace.sent(line);
+        self.conn.send(line);
+    }
+
+    /// Sends a password in clear (register / change_password); the trace shows stars.
+    fn send_password(&mut self, password: &str) {
+        self.trace.sent(HIDDEN_PASSWORD);
+        self.conn.send(password);
+    }
+
+    /// Answers a challenge with the response computed here: the password itself
+    /// is not sent.
+    fn send_response(&mut self, challenge: &Challenge, password: &str) {
+        let answer = challenge.answer(password);
+        self.trace.challenge(challenge, &answer);
+        self.send(&answer.response);
+    }
+
+    /// Writes what is queued.
+    pub fn flush(&mut self) -> Result<()> {
+        self.conn
+            .flush()
+            .map_err(|e| ClientError::Lost(e.to_string()))
+    }
+
+    /// Reads up to the next prompt, keeping the display lines before it.
+    fn turn(&mut self) -> Result<Turn> {
+        let mut lines = Vec::new();
+        let mut challenge = None;
+        loop {
+            let Some(line) = self.recv()? else {
+                return Err(match fatal_reason(&lines) {
+                    Some(reason) => ClientError::ServerSaid(reason),
+                    None => ClientError::Lost("the server closed the connection".to_string()),
+                });
+            };
+            let prompt = match line {
+                ServerLine::Text(text) => {
+                    lines.push(text);
+                    continue;
+                }
+                ServerLine::Challenge(c) => {
+                    challenge = Some(c);
+                    continue;
+                }
+                ServerLine::Password => match challenge.take() {
+                    Some(c) => Prompt::Challenge(c),
+                    None => Prompt::Password,
+                },
+                ServerLine::Type => Prompt::Type,
+                ServerLine::Username => Prompt::Username,
+                ServerLine::Quit => Prompt::Quit,
+            };
+            if challenge.is_some() {
+                return Err(ClientError::Protocol(format!(
+                    "a __nonce__ line was followed by {} instead of __password__",
+                    prompt.token()
+                )));
+            }
+            if prompt == Prompt::Quit {
+                if let Some(reason) = fatal_reason(&lines) {
+                    return Err(ClientError::ServerSaid(reason));
+                }
+            }
+            return Ok(Turn { lines, prompt });
+        }
+    }
+
+    // -- scripted ---------------------------------------------------------
+
+    /// Runs one scripted action to its outcome, then says `quit`.
+    ///
+    /// A refusal stops the action at once (no retry): the client says `quit` if
+    /// the server is at a menu, or just closes.
+    pub fn run(&mut self, request: &Request) -> Result<Outcome> {
+        match self.script(request) {
+            Ok(lines) => {
+                self.say_goodbye();
+                Ok(Outcome {
+                    lines,
+                    refused: false,
+                })
+            }
+            Err(Halt::Refused { line, prompt }) => {
+                if prompt == Prompt::Type {
+                    self.say_goodbye();
+                }
+                Ok(Outcome {
+                    lines: vec![line],
+                    refused: true,
+                })
+            }
+            Err(Halt::Failed(e)) => Err(e),
+        }
+    }
+
+    /// The dialogue of each action, ending at a `__type__` prompt; returns the
+    /// success lines.
+    fn script(&mut self, request: &Request) -> Result<Vec<String>, Halt> {
+        match request {
+            Request::Register { user, password } => {
+                self.command("register")?;
+                self.expect(Prompt::Username)?;
+                self.send(user);
+                self.give_new_password(password)?;
+                confirmed(&self.expect(Prompt::Type)?, &[outcome::REGISTERED])
+            }
+            Request::Login { user, password } => self.login(user, password),
+            Request::ChangePassword { user, current, new } => {
+                self.login(user, current)?;
+                self.send("change_password");
+                self.answer_challenge(current)?;
+                self.give_new_password(new)?;
+                confirmed(&self.expect(Prompt::Type)?, &[outcome::PASSWORD_CHANGED])
+            }
+            Request::DeleteAccount { user, password } => {
+                self.login(user, password)?;
+                self.send("delete_account");
+                self.answer_challenge(password)?;
+                confirmed(&self.expect(Prompt::Type)?, &[outcome::ACCOUNT_REMOVED])
+            }
+        }
+    }
+
+    /// Logs in; on success the server is at its logged-in `__type__` prompt.
+    fn login(&mut self, user: &str, password: &Password) -> Result<Vec<String>, Halt> {
+        self.command("login")?;
+        self.expect(Prompt::Username)?;
+        self.send(user);
+        self.answer_challenge(password)?;
+        let turn = self.expect(Prompt::Type)?;
+        confirmed(&turn, &[outcome::LOGIN_OK, outcome::ACCESS_GRANTED])
+    }
+
+    /// Waits for `__type__` and answers with a command word.
+    fn command(&mut self, word: &str) -> Result<(), Halt> {
+        self.expect(Prompt::Type)?;
+        self.send(word);
+        Ok(())
+    }
+
+    /// Waits for a challenge and answers it.
+    fn answer_challenge(&mut self, password: &Password) -> Result<(), Halt> {
+        let turn = self.next_turn()?;
+        match &turn.prompt {
+            Prompt::Challenge(c) => {
+                self.send_response(c, password.expose());
+                Ok(())
+            }
+            other => Err(unexpected("a challenge (__nonce__, __password__)", other)),
+        }
+    }
+
+    /// Both `__password__` prompts of a new password.
+    fn give_new_password(&mut self, p: &NewPassword) -> Result<(), Halt> {
+        self.expect(Prompt::Password)?;
+        self.send_password(p.first.expose());
+        self.expect(Prompt::Password)?;
+        self.send_password(p.repeat.expose());
+        Ok(())
+    }
+
+    /// The next turn, stopped by any refusal line in it.
+    fn next_turn(&mut self) -> Result<Turn, Halt> {
+        let turn = self.turn()?;
+        if let Some(line) = turn.lines.iter().find(|l| is_refusal(l)) {
+            return Err(Halt::Refused {
+                line: line.clone(),
+                prompt: turn.prompt,
+            });
+        }
+        if turn.lines.iter().any(|l| l == outcome::UNRECOGNIZED) {
+            return Err(Halt::Failed(ClientError::Protocol(
+                "the server did not recognise a command word (is it a protocol v1 server?)"
+                    .to_string(),
+            )));
+        }
+        Ok(turn)
+    }
+
+    /// The next turn, which must end with `want`.
+    fn expect(&mut self, want: Prompt) -> Result<Turn, Halt> {
+        let turn = self.next_turn()?;
+        if turn.prompt != want {
+            return Err(unexpected(want.token(), &turn.prompt));
+        }
+        Ok(turn)
+    }
+
+    /// Says `quit` at a `__type__` prompt and waits for `__quit__`. Best effort:
+    /// the action is already decided, so a failure here changes nothing.
+    fn say_goodbye(&mut self) {
+        self.send("quit");
+        let _ = self.turn();
+    }
+
+    // -- interactive --------------------------------------------------------
+
+    /// Follows the server's prompts for a person: display lines are shown,
+    /// `>> ` at `__type__`, `Username: ` at `__username__`, a hidden prompt at
+    /// `__password__` (after a challenge, the response is sent instead).
+    ///
+    /// Ctrl-D at `>> ` says `quit`; at another prompt it closes the connection
+    /// (a `quit` there would be taken as a name or a password).
+    pub fn interact(&mut self, term: &mut dyn Terminal) -> Result<Ended> {
+        let mut challenge: Option<Challenge> = None;
+        let mut fatal: Option<String> = None;
+        let mut quitting = false;
+        loop {
+            let Some(line) = self.recv()? else {
+                return match fatal {
+                    Some(reason) => Err(ClientError::ServerSaid(reason)),
+                    None => Ok(Ended::Closed),
+                };
+            };
+            match line {
+                ServerLine::Text(text) => match text.strip_prefix(ERROR_PREFIX) {
+                    // Reported once, as the error the session ends with.
+                    Some(reason) => fatal = Some(reason.to_string()),
+                    None => term.show(&text),
+                },
+                ServerLine::Challenge(c) => challenge = Some(c),
+                ServerLine::Quit => {
+                    return match fatal {
+                        Some(reason) => Err(ClientError::ServerSaid(reason)),
+                        None => Ok(Ended::Quit),
+                    };
+                }
+                // After our `quit` the server only has `__quit__` left to say.
+                _ if quitting => {
+                    return Err(ClientError::Protocol(
+                        "the server asked for more after quit".to_string(),
+                    ))
+                }
+                ServerLine::Type => match bounded(term, ">> ", false)? {
+                    Some(word) => self.send(&word),
+                    None => {
+                        self.send("quit");
+                        quitting = true;
+                    }
+                },
+                ServerLine::Username => match bounded(term, "Username: ", false)? {
+                    Some(name) => self.send(&name),
+                    None => return Ok(Ended::Left),
+                },
+                ServerLine::Password => match bounded(term, "Password: ", true)? {
+                    Some(password) => match challenge.take() {
+                        Some(c) => self.send_response(&c, &password),
+                        None => self.send_password(&password),
+                    },
+                    None => return Ok(Ended::Left),
+                },
+            }
+        }
+    }
+}
+
+/// Reads a line from the person, asking again while it is over the protocol's
+/// line limit (the server would end the session for it).
+fn bounded(term: &mut dyn Terminal, prompt: &str, hidden: bool) -> Result<Option<String>> {
+    loop {
+        let line = match hidden {
+            true => term.read_hidden(prompt)?,
+            false => term.read_line(prompt)?,
+        };
+        match line {
+            Some(l) if l.len() > MAX_LINE_BYTES => term.show(&format!(
+                "(too long: at most {MAX_LINE_BYTES} bytes, try again)"
+            )),
+            other => return Ok(other),
+        }
+    }
+}
+
+/// The success lines `wanted`, all of which must be in `turn`.
+fn confirmed(turn: &Turn, wanted: &[&str]) -> Result<Vec<String>, Halt> {
+    for want in wanted {
+        if !turn.lines.iter().any(|l| l == want) {
+            return Err(Halt::Failed(ClientError::Protocol(format!(
+                "the server neither confirmed ({want:?}) nor refused"
+            ))));
+        }
+    }
+    Ok(wanted.iter().map(|s| s.to_string()).collect())
+}
+
+fn unexpected(want: &str, got: &Prompt) -> Halt {
+    Halt::Failed(ClientError::Protocol(format!(
+        "expected {want} from the server, got {}",
+        got.token()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::lines::tests::{nonce_line, PASSWORD, RESPONSE, VERIFIER};
+    use crate::client::{EXIT_ERROR, REPLY_TIMEOUT};
+    use crate::transport::MemoryTransport;
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    /// A writer whose bytes the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server's whole transcript up front; what the client sends is kept.
+    struct Recorded {
+        input: MemoryTransport,
+        sent: Shared,
+    }
+
+    impl Read for Recorded {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Recorded {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.sent.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A client reading `server_lines`; returns it, what it sent, and its trace.
+    fn scripted(server_lines: &[&str]) -> (Client, Shared, Shared) {
+        let mut input = server_lines.join("\n");
+        input.push('\n');
+        let sent = Shared::default();
+        let trace = Shared::default();
+        let stream = Recorded {
+            input: MemoryTransport::new(input),
+            sent: sent.clone(),
+        };
+        let client = Client::over(
+            Box::new(stream),
+            None,
+            REPLY_TIMEOUT,
+            Trace::to(Box::new(trace.clone())),
+        );
+        (client, sent, trace)
+    }
+
+    #[test]
+    fn scripted_login_sends_the_response_and_never_the_password() {
+        let nonce = nonce_line();
+        let (mut client, sent, trace) = scripted(&[
+            "Connected to server",
+            "Pick one, any wording",
+            "__type__",
+            "__username__",
+            &nonce,
+            "__password__",
+            "Successfully login",
+            "Access granted!",
+            "__type__",
+            "__quit__",
+        ]);
+        let request = Request::Login {
+            user: "alice".into(),
+            password: Password::new(PASSWORD),
+        };
+        let outcome = client.run(&request).unwrap();
+        assert_eq!(outcome.lines, ["Successfully login", "Access granted!"]);
+        assert_eq!(outcome.exit_code(), EXIT_OK);
+        assert_eq!(sent.text(), format!("login\nalice\n{RESPONSE}\nquit\n"));
+        let trace = trace.text();
+        assert!(trace.contains(&format!("S> {nonce}")));
+        assert!(trace.contains(&format!("C> {RESPONSE}")));
+        assert!(trace.contains(&format!("verifier = SHA256(salt + password) = {VERIFIER}")));
+        assert!(!trace.contains(PASSWORD));
+    }
+
+    #[test]
+    fn scripted_register_stops_at_the_first_refusal() {
+        let (mut client, sent, trace) = scripted(&[
+            "__type__",
+            "__username__",
+            "__password__",
+            "Repeat password",
+            "__password__",
+            "Password is invalid: needs a digit",
+            "__password__",
+        ]);
+        let request = Request::Register {
+            user: "bob".into(),
+            password: NewPassword::same(Password::new("weakpass")),
+        };
+        let outcome = client.run(&request).unwrap();
+        assert!(outcome.refused);
+        assert_eq!(outcome.lines, ["Password is invalid: needs a digit"]);
+        // Sent twice, once per prompt, and nothing after the refusal.
+        assert_eq!(sent.text(), "register\nbob\nweakpass\nweakpass\n");
+        assert!(trace.text().contains("C> ******** (password, hidden)"));
+        assert!(!trace.text().contains("weakpass"));
+    }
+
+    #[test]
+    fn refusal_at_a_menu_says_quit() {
+        let (mut client, sent, _) = scripted(&[
+            "__type__",
+            "__username__",
+            &nonce_line(),
+            "__password__",
+            "User or password incorrect",
+            "__type__",
+            "__quit__",
+        ]);
+        let request = Request::Login {
+            user: "alice".into(),
+            password: Password::new("wrong"),
+        };
+        let outcome = client.run(&request).unwrap();
+        assert_eq!(outcome.exit_code(), EXIT_REFUSED);
+        assert!(sent.text().ends_with("quit\n"));
+    }
+
+    #[test]
+    fn server_error_line_then_quit_is_a_session_error() {
+        let (mut client, _, _) = scripted(&["Error: server busy", "__quit__"]);
+        let request = Request::Login {
+            user: "alice".into(),
+            password: Password::new(PASSWORD),
+        };
+        match client.run(&request) {
+            Err(e @ ClientError::ServerSaid(_)) => {
+                assert_eq!(e.to_string(), "the server ended the session: server busy");
+                assert_eq!(e.exit_code(), EXIT_ERROR);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unexpected_prompt_and_early_close_are_errors() {
+        let (mut client, _, _) = scripted(&["__type__", "__password__"]);
+        let login = Request::Login {
+            user: "alice".into(),
+            password: Password::new(PASSWORD),
+        };
+        assert!(matches!(client.run(&login), Err(ClientError::Protocol(_))));
+        let (mut client, _, _) = scripted(&["__type__"]);
+        assert!(matches!(client.run(&login), Err(ClientError::Lost(_))));
+    }
+
+    /// A terminal that types from a list and records what it was shown.
+    struct Typist {
+        answers: Vec<Option<&'static str>>,
+        shown: Vec<String>,
+        prompts: Vec<String>,
+    }
+
+    impl Terminal for Typist {
+        fn show(&mut self, line: &str) {
+            self.shown.push(line.to_string());
+        }
+        fn read_line(&mut self, prompt: &str) -> Result<Option<String>> {
+            self.prompts.push(prompt.to_string());
+            Ok(self.answers.remove(0).map(str::to_string))
+        }
+        fn read_hidden(&mut self, prompt: &str) -> Result<Option<String>> {
+            self.read_line(&format!("(hidden) {prompt}"))
+        }
+    }
+
+    #[test]
+    fn interactive_follows_the_prompts() {
+        let nonce = nonce_line();
+        let (mut client, sent, _) = scripted(&[
+            "Connected to server",
+            "__type__",
+            "__username__",
+            &nonce,
+            "__password__",
+            "Access granted!",
+            "__type__",
+            "__quit__",
+        ]);
+        let mut term = Typist {
+            answers: vec![Some("login"), Some("alice"), Some(PASSWORD), None],
+            shown: Vec::new(),
+            prompts: Vec::new(),
+        };
+        assert_eq!(client.interact(&mut term).unwrap(), Ended::Quit);
+        assert_eq!(
+            term.prompts,
+            [">> ", "Username: ", "(hidden) Password: ", ">> "]
+        );
+        assert_eq!(term.shown, ["Connected to server", "Access granted!"]);
+        // Ctrl-D at the menu said quit.
+        assert_eq!(sent.text(), format!("login\nalice\n{RESPONSE}\nquit\n"));
+    }
+}

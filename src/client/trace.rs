@@ -1,0 +1,77 @@
+//! The trace of an exchange (`--trace`): every line with its direction, and the
+//! computation of each challenge's answer, never a password.
+
+use super::lines::{Answer, Challenge};
+use std::io::{self, Write};
+
+/// Shows what crosses the wire: `S> line` from the server, `C> line` from the
+/// client, and the hashes of each challenge. Passwords sent in clear are shown
+/// as stars; the password itself never appears.
+pub struct Trace {
+    out: Option<Box<dyn Write + Send>>,
+}
+
+impl Trace {
+    pub fn off() -> Self {
+        Trace { out: None }
+    }
+
+    pub fn to(out: Box<dyn Write + Send>) -> Self {
+        Trace { out: Some(out) }
+    }
+
+    /// The binary's choice: standard error, so standard output stays the outcome.
+    pub fn stderr() -> Self {
+        Self::to(Box::new(io::stderr()))
+    }
+
+    /// True when tracing; lets callers skip building text nobody will see.
+    pub fn is_on(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// A note about the connection (not a line of the dialogue): `** text`.
+    pub fn note(&mut self, text: &str) {
+        self.emit(&format!("** {text}"));
+    }
+
+    fn emit(&mut self, text: &str) {
+        if let Some(out) = &mut self.out {
+            // A trace that cannot be written must not end the dialogue.
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+
+    pub(super) fn received(&mut self, line: &str) {
+        if self.out.is_some() {
+            self.emit(&format!("S> {line}"));
+        }
+    }
+
+    pub(super) fn sent(&mut self, line: &str) {
+        if self.out.is_some() {
+            self.emit(&format!("C> {line}"));
+        }
+    }
+
+    /// The computation of a response, with a way to check it by hand.
+    pub(super) fn challenge(&mut self, c: &Challenge, a: &Answer) {
+        if self.out.is_none() {
+            return;
+        }
+        let text = format!(
+            "   salt     = {salt}\n\
+             \x20  nonce    = {nonce}\n\
+             \x20  verifier = SHA256(salt + password) = {verifier}\n\
+             \x20  response = SHA256(nonce + verifier) = {response}\n\
+             \x20  check: printf '%s' {salt} 'password' | sha256sum   (type your password for 'password')\n\
+             \x20         printf '%s' {nonce} {verifier} | sha256sum",
+            salt = c.salt,
+            nonce = c.nonce,
+            verifier = a.verifier,
+            response = a.response,
+        );
+        self.emit(&text);
+    }
+}
