@@ -25,7 +25,7 @@
 //!   timeouts; one file per concept under `src/client/`, among them
 //!   [`client::tls`]: the client's TLS: trust (`--ca` or the system's roots), the
 //!   handshake at connect, its failures in words.
-//! - [`bench`]: the load generator behind `run_bench`.
+//! - [`bench`](mod@bench): the load generator behind `run_bench`.
 
 pub mod bench;
 pub mod client;

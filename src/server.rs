@@ -2,12 +2,14 @@
 //!
 //! The accepting thread does nothing but accept and hand off, so a burst of
 //! clients does not overflow the small listen backlog (8, the original design's):
-//! per-connection setup (socket options, the session) runs in the new thread.
+//! per-connection setup (socket options, the session) runs in the client's own
+//! session thread (see [`crate::threads`]); where it may, the accepting thread
+//! also runs at real-time priority.
 //! When [`ServerConfig::max_sessions`] are running, one more connection is told
 //! `Error: server busy` by the accept loop itself, best effort, and closed without
 //! a session thread.
 //!
-//! Each session holds a [`SessionSlot`]; dropping it (however the thread ends,
+//! Each session holds a `SessionSlot`; dropping it (however the thread ends,
 //! panics included) frees the slot. The slots also let [`ServerHandle::shutdown`]
 //! wake every session blocked in a read, so each can tell its client
 //! `Error: server shutting down`.

@@ -63,7 +63,7 @@ struct Cli {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     password_stdin: bool,
-    /// Start of the usernames register mode creates: <prefix><worker>x<n>.
+    /// Start of the usernames register mode creates: `<prefix><worker>x<n>`.
     #[arg(long, default_value = "b")]
     prefix: String,
     /// Idle mode: sessions to open and hold while the logins run.
