@@ -72,6 +72,13 @@ pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Throttling: keys kept in memory at most (the oldest go first).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
 
+/// Client: longest wait for the TCP handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client: longest wait for the server's next line after a reply. The server
+/// answers at once (its slowest step is a durable commit), so this only catches
+/// a dead or wrong peer; it is not the time a person has to type.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything `run_server` needs to start; built from flags by the binary, or
 /// directly by tests.
 #[derive(Debug, Clone)]

@@ -9,12 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// Longest wait for the TCP handshake.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for the server's next line after a reply. The server answers
-/// at once (its slowest step is a durable commit), so this only catches a dead
-/// or wrong peer; it is not the time a person has to type.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::config::{CONNECT_TIMEOUT, REPLY_TIMEOUT};
 
 /// Any byte stream the dialogue can run over: a TCP socket, or a TLS stream
 /// wrapping it.
