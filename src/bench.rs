@@ -22,6 +22,7 @@
 //! The client follows the protocol's rules for its own side: TCP_NODELAY, one
 //! write per reply, every read bounded by a timeout, every loop by the deadline.
 
+use crate::config::MAX_DISPLAY_LINES_PER_TURN;
 use crate::crypto;
 use crate::rules::{check_password, Username};
 use crate::session::{control, outcome};
@@ -431,6 +432,11 @@ impl Conn {
     fn wait_for(&mut self, targets: &[&str], prefix: Option<&str>) -> Step<usize> {
         self.seen.clear();
         loop {
+            if self.seen.len() == MAX_DISPLAY_LINES_PER_TURN {
+                return Err(format!(
+                    "more than {MAX_DISPLAY_LINES_PER_TURN} lines without a prompt"
+                ));
+            }
             let line = self.read_line()?;
             if let Some(i) = targets.iter().position(|t| *t == line) {
                 return Ok(i);

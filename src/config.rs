@@ -79,6 +79,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// a dead or wrong peer; it is not the time a person has to type.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Client: display lines accepted between two prompts; past this the server is
+/// taken for a broken or hostile peer (its lines are kept until the prompt).
+pub const MAX_DISPLAY_LINES_PER_TURN: usize = 1000;
+
 /// Everything `run_server` needs to start; built from flags by the binary, or
 /// directly by tests.
 #[derive(Debug, Clone)]

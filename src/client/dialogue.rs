@@ -11,7 +11,7 @@ use super::terminal::Terminal;
 use super::tls::TlsConnector;
 use super::trace::Trace;
 use crate::codec::{LineConn, ReadError};
-use crate::config::{MAX_LINE_BYTES, WRITE_TIMEOUT};
+use crate::config::{MAX_DISPLAY_LINES_PER_TURN, MAX_LINE_BYTES, WRITE_TIMEOUT};
 use crate::session::{control, outcome};
 use std::io;
 use std::net::TcpStream;
@@ -212,6 +212,12 @@ impl Client {
             };
             let prompt = match line {
                 ServerLine::Text(text) => {
+                    // A server that never prompts must not grow our memory.
+                    if lines.len() == MAX_DISPLAY_LINES_PER_TURN {
+                        return Err(ClientError::Protocol(format!(
+                            "the server sent more than {MAX_DISPLAY_LINES_PER_TURN} lines without a prompt"
+                        )));
+                    }
                     lines.push(text);
                     continue;
                 }
@@ -534,6 +540,19 @@ mod tests {
             Trace::to(Box::new(trace.clone())),
         );
         (client, sent, trace)
+    }
+
+    #[test]
+    fn a_server_that_never_prompts_is_a_protocol_error() {
+        let flood = vec!["display text"; MAX_DISPLAY_LINES_PER_TURN + 1];
+        let (mut client, _, _) = scripted(&flood);
+        let request = Request::Login {
+            user: "alice".into(),
+            password: Password::new(PASSWORD),
+        };
+        let err = client.run(&request).unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+        assert_eq!(err.exit_code(), EXIT_ERROR);
     }
 
     #[test]
