@@ -203,7 +203,8 @@ impl<'a, T: Transport> Session<'a, T> {
         match self.ask_command(USER_MENU)?.as_str() {
             "ls" => self.say(LS_LISTING),
             "whoami" => {
-                let line = format!("You are {}", self.current_user());
+                let name = self.user.as_ref().map_or("", |u| u.as_str());
+                let line = format!("You are {name}");
                 self.say(&line);
             }
             "change_password" => self.change_password()?,
