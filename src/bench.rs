@@ -24,8 +24,8 @@
 
 use crate::config::MAX_DISPLAY_LINES_PER_TURN;
 use crate::crypto;
+use crate::protocol::{control, outcome};
 use crate::rules::{check_password, Username};
-use crate::session::{control, outcome};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -340,7 +340,7 @@ type Step<T = ()> = Result<T, String>;
 
 /// Display lines that never appear on the paths this tool drives.
 fn is_bad_display(line: &str) -> bool {
-    line.starts_with("Error:")
+    line.starts_with(crate::protocol::error::PREFIX)
         || line == outcome::UNRECOGNIZED
         || line == outcome::SERVER_ERROR
         || line == outcome::TOO_MANY_ATTEMPTS

@@ -11,6 +11,7 @@
 //! so Nagle and delayed ACKs never stall a reply).
 
 use crate::config::MAX_LINE_BYTES;
+use crate::protocol::error;
 use crate::transport::Transport;
 use std::fmt;
 use std::io;
@@ -38,9 +39,9 @@ impl ReadError {
     /// The reason sent after `Error: ` when this ends a session, if one is owed.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            ReadError::TooLong => Some("line too long"),
-            ReadError::InvalidUtf8 => Some("invalid UTF-8"),
-            ReadError::TimedOut => Some("timed out"),
+            ReadError::TooLong => Some(error::LINE_TOO_LONG),
+            ReadError::InvalidUtf8 => Some(error::INVALID_UTF8),
+            ReadError::TimedOut => Some(error::TIMED_OUT),
             ReadError::Closed | ReadError::Io(_) => None,
         }
     }

@@ -10,6 +10,8 @@
 //!             deadlines)              machine)
 //! ```
 //!
+//! - [`protocol`]: the protocol's words (control and outcome lines, menus, `Error:`
+//!   reasons), used by server, client and load generator alike.
 //! - [`config`]: defaults and limits, every one a named constant.
 //! - [`transport`]: the byte streams a session runs over, with read deadlines.
 //! - [`codec`]: line framing: length limit, UTF-8, deadlines, one write per turn.
@@ -32,6 +34,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod protocol;
 pub mod rules;
 pub mod server;
 pub mod session;

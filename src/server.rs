@@ -16,6 +16,7 @@
 
 use crate::codec::LineConn;
 use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, WRITE_TIMEOUT};
+use crate::protocol::error;
 use crate::session::{End, Services, Session};
 use crate::store::{StoreError, UserStore};
 use crate::threads::SessionThreads;
@@ -186,7 +187,7 @@ impl Server {
         for stream in self.listener.incoming() {
             if self.services.is_shutting_down() {
                 if let Ok(sock) = stream {
-                    say_goodbye(sock, SHUTTING_DOWN);
+                    say_goodbye(sock, error::SHUTTING_DOWN_FRAME);
                 }
                 self.turn_away_waiting();
                 break;
@@ -216,7 +217,7 @@ impl Server {
         }
         while let Ok((sock, _)) = self.listener.accept() {
             let _ = sock.set_nonblocking(false);
-            say_goodbye(sock, SHUTTING_DOWN);
+            say_goodbye(sock, error::SHUTTING_DOWN_FRAME);
         }
     }
 
@@ -266,9 +267,6 @@ impl Server {
         &self.services
     }
 }
-
-const SERVER_BUSY: &[u8] = b"Error: server busy\n__quit__\n";
-const SHUTTING_DOWN: &[u8] = b"Error: server shutting down\n__quit__\n";
 
 /// Makes the calling (accepting) thread run as soon as a connection wakes it.
 ///
@@ -325,7 +323,7 @@ fn refuse_busy(sock: TcpStream) {
         "session cap reached: refusing {}",
         sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
     );
-    say_goodbye(sock, SERVER_BUSY);
+    say_goodbye(sock, error::SERVER_BUSY_FRAME);
 }
 
 /// Writes a last message from the accepting thread with a short timeout (best

@@ -12,6 +12,7 @@
 use crate::codec::LineConn;
 use crate::config::MAX_PROMPT_TRIES;
 use crate::crypto::{self, FakeCredentials};
+use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::{check_password, Username};
 use crate::store::{Registration, StoreError, UserRecord, UserStore};
 use crate::throttle::Throttle;
@@ -19,40 +20,6 @@ use crate::transport::Transport;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-pub const MAIN_MENU: &str = "What do you want to do? (register/login/quit)";
-pub const USER_MENU: &str =
-    "What do you want to do? (ls/whoami/change_password/logout/delete_account/quit)";
-/// The original's fixed demo listing for `ls` (never user data).
-pub const LS_LISTING: &str = "root home etc lib media mnt";
-
-/// Outcome lines: exact text, matched by automated clients.
-pub mod outcome {
-    pub const CONNECTED: &str = "Connected to server";
-    pub const REPEAT_PASSWORD: &str = "Repeat password";
-    pub const NAME_TAKEN: &str = "Username already taken, try something else";
-    pub const NAME_INVALID: &str = "Username is invalid";
-    pub const PASSWORDS_DIFFER: &str = "Passwords are not the same, try again";
-    pub const PASSWORD_INVALID: &str = "Password is invalid";
-    pub const TOO_MANY_ATTEMPTS: &str = "Too many attempts";
-    pub const REGISTERED: &str = "User successfully registered!";
-    pub const LOGIN_OK: &str = "Successfully login";
-    pub const ACCESS_GRANTED: &str = "Access granted!";
-    pub const LOGIN_FAILED: &str = "User or password incorrect";
-    pub const PASSWORD_CHANGED: &str = "Password successfully changed";
-    pub const ACCOUNT_REMOVED: &str = "Your account was removed from system";
-    pub const UNRECOGNIZED: &str = "Unrecognized type";
-    pub const SERVER_ERROR: &str = "Server error, try again later";
-}
-
-/// Control lines (server -> client).
-pub mod control {
-    pub const TYPE: &str = "__type__";
-    pub const USERNAME: &str = "__username__";
-    pub const PASSWORD: &str = "__password__";
-    pub const NONCE_PREFIX: &str = "__nonce__:";
-    pub const QUIT: &str = "__quit__";
-}
 
 /// What every session shares: the store, the throttle, the fake-salt key, the
 /// timeouts and the shutdown flag.
@@ -141,7 +108,7 @@ impl<'a, T: Transport> Session<'a, T> {
         match &end {
             End::Quit => self.say(control::QUIT),
             End::Fatal(reason) => {
-                self.say(&format!("Error: {reason}"));
+                self.say(&format!("{}{reason}", error::PREFIX));
                 self.say(control::QUIT);
             }
             End::Gone(_) => {}
@@ -168,7 +135,7 @@ impl<'a, T: Transport> Session<'a, T> {
         };
         let result = self.conn.read_line(timeout);
         if self.svc.is_shutting_down() {
-            return Err(End::Fatal("server shutting down"));
+            return Err(End::Fatal(error::SHUTTING_DOWN));
         }
         result.map_err(|e| match e.reason() {
             Some(reason) => End::Fatal(reason),

@@ -220,7 +220,7 @@ pub fn accept(
 }
 
 fn tell_plain_client(mut tcp: TcpTransport) -> HandshakeError {
-    let _ = tcp.write_all(b"Error: TLS required\n__quit__\n");
+    let _ = tcp.write_all(crate::protocol::error::TLS_REQUIRED_FRAME);
     tcp.close();
     HandshakeError::PlainClient
 }

@@ -13,9 +13,8 @@ mod fuzz_support;
 use dccn_auth::codec::LineConn;
 use dccn_auth::config::THROTTLE_MAX_KEYS;
 use dccn_auth::crypto;
-use dccn_auth::session::{
-    control, outcome, End, Services, Session, LS_LISTING, MAIN_MENU, USER_MENU,
-};
+use dccn_auth::protocol::{control, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
+use dccn_auth::session::{End, Services, Session};
 use dccn_auth::store::UserStore;
 use dccn_auth::throttle::Throttle;
 use dccn_auth::transport::{MemoryTransport, Transport};

@@ -5,14 +5,14 @@
 
 use super::connection::{open_tcp, ClientConfig, Stream, Wire};
 use super::error::{ClientError, Result, EXIT_OK, EXIT_REFUSED};
-use super::lines::{fatal_reason, is_refusal, Challenge, ServerLine, ERROR_PREFIX};
+use super::lines::{fatal_reason, is_refusal, Challenge, ServerLine};
 use super::request::{NewPassword, Password, Request};
 use super::terminal::Terminal;
 use super::tls::TlsConnector;
 use super::trace::Trace;
 use crate::codec::{LineConn, ReadError};
 use crate::config::{MAX_DISPLAY_LINES_PER_TURN, MAX_LINE_BYTES, WRITE_TIMEOUT};
-use crate::session::{control, outcome};
+use crate::protocol::{control, outcome};
 use std::io;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -396,7 +396,7 @@ impl Client {
                 };
             };
             match line {
-                ServerLine::Text(text) => match text.strip_prefix(ERROR_PREFIX) {
+                ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
                     // Reported once, as the error the session ends with.
                     Some(reason) => fatal = Some(reason.to_string()),
                     None => term.show(&text),

@@ -5,10 +5,7 @@
 
 use super::error::{ClientError, Result};
 use crate::crypto;
-use crate::session::{control, outcome};
-
-/// Prefix of the server's fatal lines (`Error: <reason>`, then `__quit__`).
-pub(super) const ERROR_PREFIX: &str = "Error: ";
+use crate::protocol::{control, error::PREFIX as ERROR_PREFIX, outcome};
 
 /// A login or re-authentication challenge: `__nonce__:<salt>:<nonce>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 //!   TLS port writes before any handshake when it is full.
 
 use crate::client::{ClientError, Trace};
+use crate::protocol::error;
 use crate::tls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -45,9 +46,6 @@ const SEEN_BYTES: usize = 80;
 /// TLS record content types (change_cipher_spec .. heartbeat): the first byte a
 /// TLS server sends is one of these; text never is.
 const TLS_RECORD_TYPES: std::ops::RangeInclusive<u8> = 0x14..=0x18;
-
-/// Prefix of the server's fatal plain-text lines.
-const ERROR_PREFIX: &str = "Error: ";
 
 fn tls_error(msg: impl Into<String>) -> ClientError {
     ClientError::Tls(msg.into())
@@ -297,9 +295,9 @@ fn explain(
 fn not_tls(seen: &[u8]) -> ClientError {
     let text = String::from_utf8_lossy(seen);
     let first_line = text.split(['\r', '\n']).next().unwrap_or_default();
-    if let Some(reason) = first_line.strip_prefix(ERROR_PREFIX) {
+    if let Some(reason) = first_line.strip_prefix(error::PREFIX) {
         // A TLS port that is full says so in plain text, before any handshake.
-        if reason == "server busy" {
+        if reason == error::SERVER_BUSY {
             return ClientError::ServerSaid(reason.to_string());
         }
     }

@@ -9,8 +9,9 @@
 use dccn_auth::codec::{LineConn, ReadError};
 use dccn_auth::config::MAX_LINE_BYTES;
 use dccn_auth::crypto;
+use dccn_auth::protocol::{control, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use dccn_auth::rules::Username;
-use dccn_auth::session::{control, outcome, End, LS_LISTING, MAIN_MENU, USER_MENU};
+use dccn_auth::session::End;
 use dccn_auth::transport::Transport;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
