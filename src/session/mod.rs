@@ -1,0 +1,206 @@
+//! One client's dialogue: the protocol's state machine.
+//!
+//! A [`Session`] drives the conversation as the original server did: display
+//! lines, then a control line (`__type__`, `__username__`, `__password__`,
+//! `__nonce__:<salt>:<nonce>`, `__quit__`), then one reply. It talks to a
+//! [`LineConn`] and to the shared [`Services`]; it does not know whether the bytes
+//! travel over TCP, TLS or memory, and the store does not know about sockets.
+//!
+//! The flows live in files of their own: `account.rs` (register,
+//! change_password, delete_account) and `classic.rs` (the salt/nonce login and
+//! re-authentication).
+//!
+//! Every way a session can end is an [`End`], carried by `?`: the peer quit or
+//! left, a framing rule was broken, or the server is shutting down.
+
+mod account;
+mod classic;
+
+use crate::codec::LineConn;
+use crate::crypto::FakeCredentials;
+use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
+use crate::rules::Username;
+use crate::store::{StoreError, UserStore};
+use crate::throttle::Throttle;
+use crate::transport::Transport;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// What every session shares: the store, the throttle, the fake-salt key, the
+/// timeouts and the shutdown flag.
+pub struct Services {
+    pub store: UserStore,
+    pub throttle: Throttle,
+    pub fakes: FakeCredentials,
+    pub login_timeout: Duration,
+    pub session_timeout: Duration,
+    pub shutting_down: AtomicBool,
+    /// Test hook: this command word panics the session (to show a panic stays
+    /// inside one session). `None` in every real server.
+    pub panic_word: Option<String>,
+}
+
+impl Services {
+    pub fn new(store: UserStore, login_timeout: Duration, session_timeout: Duration) -> Self {
+        let fakes = FakeCredentials::new(store.secret());
+        Services {
+            store,
+            throttle: Throttle::new(),
+            fakes,
+            login_timeout,
+            session_timeout,
+            shutting_down: AtomicBool::new(false),
+            panic_word: None,
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client chose `quit`.
+    Quit,
+    /// The peer went away (or the connection failed) with nothing owed to it.
+    Gone(String),
+    /// A rule was broken or the server is stopping: `Error: <reason>`, `__quit__`.
+    Fatal(&'static str),
+}
+
+type Step<T = ()> = Result<T, End>;
+
+/// Result of a salt/nonce challenge.
+enum Proof {
+    Accepted,
+    Refused,
+    StoreFailed,
+}
+
+pub struct Session<'a, T> {
+    conn: LineConn<T>,
+    svc: &'a Services,
+    peer: IpAddr,
+    user: Option<Username>,
+}
+
+impl<'a, T: Transport> Session<'a, T> {
+    pub fn new(conn: LineConn<T>, svc: &'a Services, peer: IpAddr) -> Self {
+        Session {
+            conn,
+            svc,
+            peer,
+            user: None,
+        }
+    }
+
+    /// Runs the dialogue to its end, says goodbye if one is owed, and returns why
+    /// it ended. Call it once; it takes `&mut self` so that a test or fuzzer over
+    /// memory can still read what was written ([`into_conn`](Self::into_conn)).
+    pub fn run(&mut self) -> End {
+        self.say(outcome::CONNECTED);
+        let end = loop {
+            let step = match self.user.is_some() {
+                false => self.main_menu(),
+                true => self.user_menu(),
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        match &end {
+            End::Quit => self.say(control::QUIT),
+            End::Fatal(reason) => {
+                self.say(&format!("{}{reason}", error::PREFIX));
+                self.say(control::QUIT);
+            }
+            End::Gone(_) => {}
+        }
+        self.conn.close();
+        end
+    }
+
+    /// Hands back the connection (for tests over memory).
+    pub fn into_conn(self) -> LineConn<T> {
+        self.conn
+    }
+
+    fn say(&mut self, line: &str) {
+        self.conn.send(line);
+    }
+
+    /// Sends a control line and reads the one reply it asks for.
+    fn ask(&mut self, control_line: &str) -> Step<String> {
+        self.say(control_line);
+        let timeout = match self.user {
+            None => self.svc.login_timeout,
+            Some(_) => self.svc.session_timeout,
+        };
+        let result = self.conn.read_line(timeout);
+        if self.svc.is_shutting_down() {
+            return Err(End::Fatal(error::SHUTTING_DOWN));
+        }
+        result.map_err(|e| match e.reason() {
+            Some(reason) => End::Fatal(reason),
+            None => End::Gone(e.to_string()),
+        })
+    }
+
+    /// `__type__`, with the command word trimmed.
+    fn ask_command(&mut self, menu: &str) -> Step<String> {
+        self.say(menu);
+        let word = self.ask(control::TYPE)?;
+        let word = word.trim_matches(' ');
+        if self.svc.panic_word.as_deref() == Some(word) {
+            panic!("test panic requested by the client");
+        }
+        Ok(word.to_string())
+    }
+
+    fn main_menu(&mut self) -> Step {
+        match self.ask_command(MAIN_MENU)?.as_str() {
+            "register" => self.register(),
+            "login" => self.login(),
+            "quit" => Err(End::Quit),
+            _ => {
+                self.say(outcome::UNRECOGNIZED);
+                Ok(())
+            }
+        }
+    }
+
+    fn user_menu(&mut self) -> Step {
+        match self.ask_command(USER_MENU)?.as_str() {
+            "ls" => self.say(LS_LISTING),
+            "whoami" => {
+                let name = self.user.as_ref().map_or("", |u| u.as_str());
+                let line = format!("You are {name}");
+                self.say(&line);
+            }
+            "change_password" => self.change_password()?,
+            "delete_account" => self.delete_account()?,
+            "logout" => {
+                log::debug!("{} logout user={}", self.peer, self.current_user());
+                self.user = None;
+            }
+            "quit" => return Err(End::Quit),
+            _ => self.say(outcome::UNRECOGNIZED),
+        }
+        Ok(())
+    }
+
+    fn current_user(&self) -> String {
+        self.user
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    fn store_failed(&mut self, what: &str, e: &StoreError) {
+        log::error!("{} {what}: {e}", self.peer);
+        self.say(outcome::SERVER_ERROR);
+    }
+}
