@@ -12,6 +12,7 @@
 //!
 //! - [`protocol`]: the protocol's words (control and outcome lines, menus, `Error:`
 //!   reasons), used by server, client and load generator alike.
+//! - [`address`]: the source-address key of every per-address limit (IPv6 by /64).
 //! - [`config`]: defaults and limits, every one a named constant.
 //! - [`transport`]: the byte streams a session runs over, with read deadlines.
 //! - [`codec`]: line framing: length limit, UTF-8, deadlines, one write per turn.
@@ -29,6 +30,7 @@
 //!   handshake at connect, its failures in words.
 //! - [`bench`](mod@bench): the load generator behind `run_bench`.
 
+pub mod address;
 pub mod bench;
 pub mod client;
 pub mod codec;

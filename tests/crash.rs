@@ -5,6 +5,8 @@
 //! real `run_server` binary on the same database, drives registrations from 4
 //! threads, kills the server with SIGKILL at a random moment, and checks.
 
+#[allow(dead_code)] // this binary uses a part of the shared helpers
+#[path = "it/common.rs"]
 mod common;
 
 use std::collections::HashSet;

@@ -3,6 +3,8 @@
 //! descriptors return to their baseline. A test binary of its own, so that no
 //! other test's sockets are counted with this one's.
 
+#[allow(dead_code)] // this binary uses a part of the shared helpers
+#[path = "it/common.rs"]
 mod common;
 
 use common::*;
@@ -92,4 +94,11 @@ fn slowloris_clients_are_all_cut_off_and_logins_stay_fast() {
         fds_after <= fds_before + 2,
         "fds {fds_before} -> {fds_after}"
     );
+}
+
+/// Open file descriptors of this process (Linux).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

@@ -1,5 +1,4 @@
 //! Running a binary under test as a child process, bounded in time.
-#![allow(dead_code)] // each test binary reads a different part of `Run`
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! The protocol inside TLS: every main flow, the self-signed setup, verification
 //! failures, a plain client on the TLS port, and a stalled handshake.
 
-mod common;
+use crate::common;
 
 use common::*;
 use dccn_auth::tls::{self, TlsFiles};

@@ -1,7 +1,7 @@
 //! The `run_server` binary itself: flags, the offline admin commands, the
 //! startup line, signals, and logs that never hold a secret.
 
-mod common;
+use crate::common;
 
 use common::TestClient;
 use dccn_auth::crypto;

@@ -4,7 +4,7 @@
 //! pseudo-terminal. Every child process runs under a deadline; everything talks
 //! to 127.0.0.1 only.
 
-mod child;
+use crate::child;
 
 use child::{run_with_deadline, Run};
 use dccn_auth::config::ServerConfig;

@@ -8,7 +8,7 @@
 //! test ends (by [`ServerProc`]'s `Drop`); everything talks to 127.0.0.1 only.
 //! A stalled handshake is tested on the server side, in `tests/tls.rs`.
 
-mod child;
+use crate::child;
 
 use child::{run_with_deadline, Run};
 use dccn_auth::tls;

@@ -2,7 +2,7 @@
 //! `Server error, try again later`, never a half-written user, and the server
 //! keeps serving what it can.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Integration tests: every flow and outcome line of wire protocol v1, against a
 //! real server on 127.0.0.1:0 with a temporary SQLite file, over real sockets.
 
-mod common;
+use crate::common;
 
 use common::*;
 use dccn_auth::crypto;

@@ -2,7 +2,7 @@
 //! `cargo test --release --test hostile -- --nocapture` to see them). These
 //! are the bounded versions CI runs; docs/RELIABILITY.md reports the figures.
 
-mod common;
+use crate::common;
 
 use common::*;
 use dccn_auth::crypto;

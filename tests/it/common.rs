@@ -1,6 +1,5 @@
 //! Test helpers: a real server on 127.0.0.1:0 with a fresh SQLite file, and a
 //! protocol client that talks to it over a real socket.
-#![allow(dead_code)] // each test binary uses a different part of this module
 
 use dccn_auth::config::ServerConfig;
 use dccn_auth::crypto;
@@ -24,7 +23,8 @@ pub struct TestApp {
     pub handle: ServerHandle,
     pub addr: SocketAddr,
     pub db_path: PathBuf,
-    pub dir: tempfile::TempDir,
+    /// Deleted with the app; kept only for that.
+    _dir: tempfile::TempDir,
 }
 
 pub fn config_for(db_path: PathBuf) -> ServerConfig {
@@ -54,7 +54,7 @@ pub fn spawn_app_with(
         addr: handle.addr(),
         handle,
         db_path,
-        dir,
+        _dir: dir,
     }
 }
 
@@ -281,13 +281,6 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Open file descriptors of this process (Linux).
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
         .unwrap_or(0)
 }
 

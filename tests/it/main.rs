@@ -1,0 +1,19 @@
+//! The integration tests, one binary: each module starts the real server on
+//! 127.0.0.1:0 with a temporary SQLite file (`common::spawn_app`), or the real
+//! binaries as child processes (`child`), and talks to it over real sockets.
+//!
+//! Kept apart, in binaries of their own, only what needs its own process:
+//! `slowloris.rs` (counts the process's file descriptors), `crash.rs` (kills
+//! servers with SIGKILL), `fuzz_session.rs` (property tests).
+
+mod child;
+mod common;
+
+mod bench;
+mod client;
+mod faults;
+mod hostile;
+mod run_server_cli;
+mod server;
+mod tls;
+mod tls_client;
