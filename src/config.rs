@@ -19,6 +19,12 @@ pub const DEFAULT_DB_PATH: &str = "users.db";
 pub const DEFAULT_BACKLOG: i32 = 8;
 /// Sessions served at once; one more hears `Error: server busy`.
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// Sessions served at once from one source address (IPv6: one /64), logged in
+/// or not; one more hears `Error: server busy`. 0 turns this cap off.
+pub const DEFAULT_MAX_SESSIONS_PER_ADDRESS: usize = 64;
+/// The whole part of a session before login (connect to `Access granted!`, and
+/// again from `logout`) lasts at most this long, however often the client replies.
+pub const DEFAULT_LOGIN_GRACE: Duration = Duration::from_secs(120);
 /// Deadline for each reply line before login.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for each reply line once logged in.
@@ -33,6 +39,15 @@ pub const MAX_PROMPT_TRIES: u32 = 3;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Write timeout for the best-effort `Error: server busy` sent by the accept loop.
 pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Threads blocked in `accept` on the listener: while one hands a client off,
+/// the next is already waiting (see `server.rs`).
+pub const ACCEPT_THREADS: usize = 2;
+/// At shutdown, how long the accept threads are woken (by connecting to the
+/// listener) until every one has seen the shutdown.
+pub const ACCEPT_WAKE_LIMIT: Duration = Duration::from_secs(2);
+/// The accept loop writes at most one warning of a kind (refused, accept
+/// failed) this often, with the count of those folded into it.
+pub const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(1);
 /// At close, how long and how much of the peer's unread input is drained so the
 /// goodbye lines are not destroyed by a reset.
 pub const LINGER_TIME: Duration = Duration::from_millis(200);
@@ -92,7 +107,10 @@ pub struct ServerConfig {
     pub db_path: PathBuf,
     pub backlog: i32,
     pub max_sessions: usize,
+    /// 0: no per-address cap.
+    pub max_sessions_per_address: usize,
     pub login_timeout: Duration,
+    pub login_grace: Duration,
     pub session_timeout: Duration,
     /// Serve TLS with these files instead of plain TCP.
     pub tls: Option<TlsFiles>,
@@ -106,7 +124,9 @@ impl Default for ServerConfig {
             db_path: PathBuf::from(DEFAULT_DB_PATH),
             backlog: DEFAULT_BACKLOG,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_address: DEFAULT_MAX_SESSIONS_PER_ADDRESS,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            login_grace: DEFAULT_LOGIN_GRACE,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             tls: None,
         }

@@ -22,6 +22,8 @@
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
+//! - [`descriptors`]: the open-files limit, the session cap that fits under it,
+//!   and the spare descriptor that lets a refused client hear why.
 //! - [`threads`]: a thread per client, kept for the next client when it is done.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
 //! - [`client`]: the terminal client's dialogue (scripted and interactive), trace,
@@ -36,6 +38,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod descriptors;
 pub mod protocol;
 pub mod rules;
 pub mod server;

@@ -14,11 +14,16 @@
 //! wake every session blocked in a read, so each can tell its client
 //! `Error: server shutting down`.
 
+use crate::address::AddressKey;
 use crate::codec::LineConn;
-use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, WRITE_TIMEOUT};
+use crate::config::{
+    ServerConfig, ACCEPT_THREADS, ACCEPT_WAKE_LIMIT, ACCEPT_WARNING_EVERY, BUSY_WRITE_TIMEOUT,
+    WRITE_TIMEOUT,
+};
+use crate::descriptors::{self, is_out_of_descriptors, SpareDescriptor};
 use crate::protocol::error;
 use crate::session::{End, Services, Session};
-use crate::store::{StoreError, UserStore};
+use crate::store::{self, StoreError, UserStore};
 use crate::threads::SessionThreads;
 use crate::tls::{self, TlsError};
 use crate::transport::{TcpTransport, Transport};
@@ -61,23 +66,37 @@ impl From<StoreError> for ServerError {
     }
 }
 
-/// Sessions running now, and a way to reach each one's socket.
+/// Sessions running now, per source address too, and a way to reach each
+/// one's socket.
 ///
-/// The count is atomic so the accepting thread never waits on a lock (a session
-/// thread holding it while descheduled would stall the accept loop).
+/// The global count is atomic so the accepting thread never waits on a lock (a
+/// session thread holding it while descheduled would stall the accept loop);
+/// the per-address counts take a lock held for one map update.
 #[derive(Default)]
 struct Sessions {
     count: AtomicUsize,
     next_id: AtomicU64,
-    /// A clone of each session's socket, registered once its thread is up.
-    sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// Sessions per source address ([`AddressKey`]: IPv6 by /64); only
+    /// addresses with at least one session are kept.
+    per_address: Mutex<HashMap<AddressKey, usize>>,
+    /// Each session's socket (the same descriptor its transport reads),
+    /// registered once its thread is up, so shutdown can wake it.
+    sockets: Mutex<HashMap<u64, Arc<TcpStream>>>,
     /// Signalled (under `sockets`) when the count drops to 0.
     all_ended: Condvar,
+    /// Accept loops still running (shutdown wakes them until none is left).
+    accept_loops: AtomicUsize,
 }
 
 impl Sessions {
-    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+    fn sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<TcpStream>>> {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn per_address(&self) -> std::sync::MutexGuard<'_, HashMap<AddressKey, usize>> {
+        self.per_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn count(&self) -> usize {
@@ -85,34 +104,75 @@ impl Sessions {
     }
 }
 
-/// One running session's place under the cap; released on drop.
+/// The session caps a new connection must fit under.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    global: usize,
+    /// 0: off.
+    per_address: usize,
+}
+
+/// Which cap turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cap {
+    Global,
+    Address,
+    /// Out of file descriptors.
+    Files,
+}
+
+/// One running session's place under the caps; released on drop.
 struct SessionSlot {
     id: u64,
+    address: Option<AddressKey>,
     sessions: Arc<Sessions>,
 }
 
 impl SessionSlot {
-    /// Takes a slot unless `max` are taken.
-    fn claim(sessions: &Arc<Sessions>, max: usize) -> Option<SessionSlot> {
+    /// Takes a slot unless `caps.global` are taken, or `caps.per_address` from
+    /// this source address.
+    fn claim(sessions: &Arc<Sessions>, caps: Caps, from: IpAddr) -> Result<SessionSlot, Cap> {
         sessions
             .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+                (n < caps.global).then_some(n + 1)
             })
-            .ok()?;
-        Some(SessionSlot {
+            .map_err(|_| Cap::Global)?;
+        // From here on the slot exists, so an early return releases it.
+        let mut slot = SessionSlot {
             id: sessions.next_id.fetch_add(1, Ordering::Relaxed),
+            address: None,
             sessions: sessions.clone(),
-        })
+        };
+        if caps.per_address > 0 {
+            let key = AddressKey::of(from);
+            let mut per_address = sessions.per_address();
+            let held = per_address.entry(key).or_insert(0);
+            if *held >= caps.per_address {
+                return Err(Cap::Address);
+            }
+            *held += 1;
+            slot.address = Some(key);
+        }
+        Ok(slot)
     }
 
-    fn register_socket(&self, sock: TcpStream) {
+    fn register_socket(&self, sock: Arc<TcpStream>) {
         self.sessions.sockets().insert(self.id, sock);
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
+        if let Some(key) = self.address {
+            let mut per_address = self.sessions.per_address();
+            if let Some(held) = per_address.get_mut(&key) {
+                *held -= 1;
+                if *held == 0 {
+                    per_address.remove(&key);
+                }
+            }
+        }
         // Under the lock, so a shutdown waiting for the count cannot miss it.
         let mut sockets = self.sessions.sockets();
         sockets.remove(&self.id);
@@ -127,7 +187,7 @@ pub struct Server {
     listener: TcpListener,
     services: Arc<Services>,
     sessions: Arc<Sessions>,
-    max_sessions: usize,
+    caps: Caps,
     tls: Option<Arc<rustls::ServerConfig>>,
     threads: SessionThreads,
 }
@@ -146,13 +206,17 @@ fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub fn bind(config: &ServerConfig) -> Result<Server, ServerError> {
+        for warning in store::exposed_files(&config.db_path) {
+            log::warn!("{warning}");
+        }
         let store = UserStore::open(&config.db_path)?;
         let services = Services::new(store, config.login_timeout, config.session_timeout);
         Self::bind_with(config, services)
     }
 
     /// Binds with services built by the caller (tests set hooks on them).
-    pub fn bind_with(config: &ServerConfig, services: Services) -> Result<Server, ServerError> {
+    pub fn bind_with(config: &ServerConfig, mut services: Services) -> Result<Server, ServerError> {
+        services.login_grace = config.login_grace;
         let wanted = format!("{}:{}", config.host, config.port);
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()
@@ -164,14 +228,37 @@ impl Server {
             None => None,
         };
         let listener = listen(addr, config.backlog).map_err(|e| ServerError::Bind(wanted, e))?;
+        let open_files = descriptors::raise_open_files_limit();
+        let global = descriptors::fit_sessions(config.max_sessions, open_files);
+        if global < config.max_sessions {
+            log::warn!(
+                "session cap lowered from {} to {global}: the open-files limit is {} \
+                 (one per session, {} kept for the server); raise it (ulimit -n, LimitNOFILE)",
+                config.max_sessions,
+                open_files.unwrap_or_default(),
+                descriptors::RESERVED_DESCRIPTORS
+            );
+        }
         Ok(Server {
             listener,
             services: Arc::new(services),
-            sessions: Arc::new(Sessions::default()),
-            max_sessions: config.max_sessions,
+            sessions: Arc::new(Sessions {
+                accept_loops: AtomicUsize::new(ACCEPT_THREADS),
+                ..Sessions::default()
+            }),
+            caps: Caps {
+                global,
+                per_address: config.max_sessions_per_address,
+            },
             tls,
             threads: SessionThreads::new(),
         })
+    }
+
+    /// The session cap in force: the configured one, or fewer where the
+    /// open-files limit cannot hold that many.
+    pub fn max_sessions(&self) -> usize {
+        self.caps.global
     }
 
     /// The address actually listened on (port 0 picks a free port).
@@ -181,32 +268,76 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Accepts clients until [`ServerHandle::shutdown`] is called.
+    /// Accepts clients until [`ServerHandle::shutdown`] is called, on
+    /// [`ACCEPT_THREADS`] threads blocked in `accept` on the one listener (this
+    /// one among them): while one hands off, another is already waiting, so
+    /// the small backlog drains even when a core is busy with sessions.
     pub fn run(&self) {
-        log::info!("accept loop: {}", prioritise_accept_thread());
-        for stream in self.listener.incoming() {
+        thread::scope(|scope| {
+            for n in 1..ACCEPT_THREADS {
+                let spawned = thread::Builder::new()
+                    .name(format!("accept-{n}"))
+                    .spawn_scoped(scope, || self.accept_loop());
+                if let Err(e) = spawned {
+                    self.sessions.accept_loops.fetch_sub(1, Ordering::AcqRel);
+                    log::warn!("cannot start another accept thread: {e}");
+                }
+            }
+            self.accept_loop();
+        });
+    }
+
+    fn accept_loop(&self) {
+        // Counted from `bind` on, so a shutdown before this thread ran waits for it.
+        self.accept_until_shutdown();
+        self.sessions.accept_loops.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn accept_until_shutdown(&self) {
+        log::debug!("accept loop: {}", prioritise_accept_thread());
+        let mut spare = SpareDescriptor::new();
+        let mut warnings = AcceptWarnings::default();
+        loop {
+            let accepted = self.listener.accept();
             if self.services.is_shutting_down() {
-                if let Ok(sock) = stream {
+                if let Ok((sock, _)) = accepted {
                     say_goodbye(sock, error::SHUTTING_DOWN_FRAME);
                 }
                 self.turn_away_waiting();
                 break;
             }
-            match stream {
-                Ok(sock) => self.hand_off(sock),
+            match accepted {
+                Ok((sock, peer)) => {
+                    if let Err(cap) = self.hand_off(sock, peer) {
+                        warnings.busy(peer, cap);
+                    }
+                }
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // Free the spare descriptor for the client that waits, so it
+                    // hears why, rather than waiting in the backlog for nothing.
+                    let refused = spare.lend(|| {
+                        let (sock, peer) = self.listener.accept().ok()?;
+                        say_goodbye(sock, error::SERVER_BUSY_FRAME);
+                        Some(peer)
+                    });
+                    match refused.flatten() {
+                        Some(peer) => warnings.busy(peer, Cap::Files),
+                        None => {
+                            warnings.accept_failed(&e);
+                            // Give sessions a moment to end rather than spin,
+                            // all the more as this thread may run at real-time
+                            // priority.
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    // Out of file descriptors (or any failure that repeats):
-                    // give sessions a moment to end rather than spin, all the
-                    // more as this thread may have real-time priority.
-                    let pause = match e.raw_os_error() {
-                        Some(libc::EMFILE | libc::ENFILE) => 10,
-                        _ => 1,
-                    };
-                    thread::sleep(Duration::from_millis(pause));
+                    warnings.accept_failed(&e);
+                    thread::sleep(Duration::from_millis(1));
                 }
             }
         }
+        warnings.flush();
     }
 
     /// At shutdown: connections still waiting in the backlog hear why they are
@@ -223,16 +354,21 @@ impl Server {
 
     /// Takes a slot and passes the socket to a session thread; all the accepting
     /// thread does per client, so it is back in `accept` within microseconds.
-    fn hand_off(&self, sock: TcpStream) {
-        let Some(slot) = SessionSlot::claim(&self.sessions, self.max_sessions) else {
-            refuse_busy(sock);
-            return;
+    /// Over a cap, the client hears `Error: server busy` at once.
+    fn hand_off(&self, sock: TcpStream, peer: SocketAddr) -> Result<(), Cap> {
+        let slot = match SessionSlot::claim(&self.sessions, self.caps, peer.ip().to_canonical()) {
+            Ok(slot) => slot,
+            Err(cap) => {
+                say_goodbye(sock, error::SERVER_BUSY_FRAME);
+                return Err(cap);
+            }
         };
         let services = self.services.clone();
         let tls = self.tls.clone();
         self.threads.run(Box::new(move || {
             serve_client(sock, slot, &services, tls.as_ref())
         }));
+        Ok(())
     }
 
     /// Runs the accept loop on its own thread; the handle stops it.
@@ -317,13 +453,76 @@ fn prioritise_accept_thread() -> &'static str {
     "ordinary scheduling"
 }
 
-/// `Error: server busy`, written by the accepting thread.
-fn refuse_busy(sock: TcpStream) {
-    log::warn!(
-        "session cap reached: refusing {}",
-        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
-    say_goodbye(sock, error::SERVER_BUSY_FRAME);
+/// The accept loop's warnings, at most one line per [`ACCEPT_WARNING_EVERY`]
+/// per kind: a flood of refused connections must not flood the log. A line
+/// says how many like it were folded into it since the last one.
+#[derive(Default)]
+struct AcceptWarnings {
+    busy: Folded,
+    failed: Folded,
+}
+
+/// A kind of warning with its last line's time and the lines folded since.
+#[derive(Default)]
+struct Folded {
+    last: Option<Instant>,
+    folded: u64,
+}
+
+impl Folded {
+    /// `Some(folded)` when a line may be written now.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < ACCEPT_WARNING_EVERY)
+        {
+            self.folded += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.folded))
+    }
+}
+
+/// ", and 12 more since the last such line" (or nothing).
+fn and_more(folded: u64) -> String {
+    match folded {
+        0 => String::new(),
+        n => format!(" (and {n} more since the last such line)"),
+    }
+}
+
+impl AcceptWarnings {
+    fn busy(&mut self, peer: SocketAddr, cap: Cap) {
+        let Some(folded) = self.busy.due() else {
+            return;
+        };
+        let more = and_more(folded);
+        match cap {
+            Cap::Global => log::warn!("session cap reached: refused {peer}{more}"),
+            Cap::Address => log::warn!(
+                "per-address session cap reached for {}: refused {peer}{more}",
+                AddressKey::of(peer.ip())
+            ),
+            Cap::Files => log::warn!("out of file descriptors: refused {peer}{more}"),
+        }
+    }
+
+    fn accept_failed(&mut self, e: &io::Error) {
+        if let Some(folded) = self.failed.due() {
+            log::warn!("accept failed: {e}{}", and_more(folded));
+        }
+    }
+
+    /// The count of lines folded since the last one written, at the end.
+    fn flush(&mut self) {
+        for (what, kind) in [("refusals", &self.busy), ("accept failures", &self.failed)] {
+            if kind.folded > 0 {
+                log::warn!("{} more {what} not logged one by one", kind.folded);
+            }
+        }
+    }
 }
 
 /// Writes a last message from the accepting thread with a short timeout (best
@@ -352,9 +551,8 @@ fn serve_client(
     // Replies are one write per turn; Nagle would only delay them.
     let _ = sock.set_nodelay(true);
     let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
-    if let Ok(clone) = sock.try_clone() {
-        slot.register_socket(clone);
-    }
+    let sock = Arc::new(sock);
+    slot.register_socket(sock.clone());
     // Shutdown may have begun before the socket was registered.
     if services.is_shutting_down() {
         let _ = sock.shutdown(Shutdown::Read);
@@ -362,7 +560,7 @@ fn serve_client(
     let mode = if tls.is_some() { "TLS" } else { "TCP" };
     log::debug!("{peer} connected ({mode})");
     let started = Instant::now();
-    let tcp = TcpTransport::new(sock);
+    let tcp = TcpTransport::shared(sock);
     let outcome = match tls {
         None => run_session(tcp, services, ip),
         Some(config) => match tls::accept(config, tcp, started + services.login_timeout) {
@@ -437,8 +635,19 @@ impl ServerHandle {
         if !self.services.shutting_down.swap(true, Ordering::AcqRel) {
             log::info!("shutting down");
         }
-        // Wake the accept loop with a connection of our own.
-        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
+        // Wake the accept threads with connections of our own, until none is
+        // left blocked in `accept` (one thread's drain of the backlog may take
+        // the connection meant for another).
+        let wake_until = Instant::now() + ACCEPT_WAKE_LIMIT;
+        loop {
+            let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
+            if self.sessions.accept_loops.load(Ordering::Acquire) == 0
+                || Instant::now() > wake_until
+            {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }

@@ -79,6 +79,49 @@ pub struct UserStore {
     secret: Vec<u8>,
 }
 
+/// Creates the database file readable and writable by its owner only, if it
+/// does not exist yet. SQLite then gives its `-wal` and `-shm` files the same
+/// mode, so the verifiers (password-equivalent in v1) are not left readable by
+/// every local account under the usual umask.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Warnings for database files (the file, its `-wal` and `-shm`) that other
+/// accounts can read or write, each naming the file and the fix, as ssh warns
+/// of an unprotected key. Empty when all are private (or absent).
+pub fn exposed_files(path: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "{} is accessible by other users (mode {mode:o}): anyone who can read it \
+                 can log in as its users; fix: chmod 600 {}",
+                file.display(),
+                file.display()
+            ));
+        }
+    }
+    warnings
+}
+
 /// Lock a mutex even if a panicking session poisoned it: every critical section
 /// here leaves the data consistent (SQLite rolls back an unfinished transaction),
 /// so one session's panic must not take the store away from the others.
@@ -89,6 +132,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl UserStore {
     /// Opens (or creates) the database file, the `USERS` table and the server secret.
     pub fn open(path: &Path) -> Result<UserStore, StoreError> {
+        create_private(path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
         let conn = Connection::open(path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(STORE_BUSY_TIMEOUT)?;
@@ -302,6 +347,27 @@ mod tests {
         assert!(store.delete("ann").unwrap());
         assert!(!store.delete("ann").unwrap());
         assert!(!store.change_password("ann", "v3", "s3").unwrap());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_is_private_and_an_exposed_one_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        let store = UserStore::open(&path).unwrap();
+        store.register(record("alice")).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
+        assert!(exposed_files(&path).is_empty());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warnings = exposed_files(&path);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("mode 644"), "{}", warnings[0]);
+        assert!(warnings[0].contains("chmod 600"), "{}", warnings[0]);
     }
 
     #[test]

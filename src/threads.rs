@@ -94,9 +94,20 @@ impl SessionThreads {
     }
 }
 
+impl Drop for SessionThreads {
+    /// Idle threads exit at once (their only job sender is dropped here); the
+    /// spawner exits once `self.spawner` is dropped right after. Threads still
+    /// serving a client finish that session first.
+    fn drop(&mut self) {
+        self.shared.idle().clear();
+    }
+}
+
 fn start_thread(shared: &Arc<Shared>, first: Job) {
     let shared = shared.clone();
     let started = thread::Builder::new()
+        // Unnamed, it would show in ps/top under its parent's name, "spawner".
+        .name("session".into())
         .stack_size(SESSION_STACK_BYTES)
         .spawn(move || serve_clients(&shared, first));
     if let Err(e) = started {
@@ -110,19 +121,18 @@ fn start_thread(shared: &Arc<Shared>, first: Job) {
 /// waits, until it has waited [`IDLE_THREAD_TIMEOUT`] for nobody.
 fn serve_clients(shared: &Shared, first: Job) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (next_job, jobs): (Sender<Job>, Receiver<Job>) = mpsc::channel();
     let mut job = first;
     loop {
         job();
+        // A channel per wait, whose only sender is in the idle list: when the
+        // list is cleared (SessionThreads dropped), the wait ends at once.
+        let (next_job, jobs): (Sender<Job>, Receiver<Job>) = mpsc::channel();
         {
             let mut idle = shared.idle();
             if idle.len() >= MAX_IDLE_THREADS {
                 return;
             }
-            idle.push(IdleThread {
-                id,
-                next_job: next_job.clone(),
-            });
+            idle.push(IdleThread { id, next_job });
         }
         job = match jobs.recv_timeout(IDLE_THREAD_TIMEOUT) {
             Ok(job) => job,
@@ -181,6 +191,41 @@ mod tests {
             threads.idle_count() <= 12,
             "threads were reused, not piled up"
         );
+    }
+
+    #[test]
+    fn idle_threads_exit_when_the_pool_is_dropped() {
+        let threads = SessionThreads::new();
+        let (done, finished) = channel();
+        let probe = Arc::new(());
+        for _ in 0..3 {
+            let done = done.clone();
+            let probe = probe.clone();
+            threads.run(Box::new(move || {
+                // Kept by the thread's stack frame until the job returns; the
+                // thread's own state (Shared) is what must go.
+                drop(probe);
+                done.send(thread::current().name().map(str::to_string))
+                    .unwrap();
+            }));
+        }
+        for _ in 0..3 {
+            let name = finished.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(name.as_deref(), Some("session"), "named for what it is");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while threads.idle_count() < 3 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let shared = Arc::downgrade(&threads.shared);
+        drop(threads);
+        // Every idle thread (and the spawner) held `shared`; all have exited
+        // when the last reference is gone, long before IDLE_THREAD_TIMEOUT.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while shared.strong_count() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(shared.strong_count(), 0, "idle threads still waiting");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use crate::config::{LINGER_MAX_BYTES, LINGER_TIME};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A stream whose reads fail with `ErrorKind::TimedOut` once a deadline passes.
@@ -26,7 +27,9 @@ pub trait Transport: Read + Write + Send {
 /// Before each read the socket's receive timeout is set to the time left, so
 /// bytes trickling in one at a time cannot stretch a reply past its deadline.
 pub struct TcpTransport {
-    sock: TcpStream,
+    /// Shared, not cloned: the server keeps another handle on the same
+    /// descriptor to wake the session at shutdown (one descriptor per session).
+    sock: Arc<TcpStream>,
     deadline: Option<Instant>,
     /// The receive timeout the socket has now (`None`: none set).
     armed: Option<Duration>,
@@ -39,6 +42,12 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(5);
 
 impl TcpTransport {
     pub fn new(sock: TcpStream) -> Self {
+        Self::shared(Arc::new(sock))
+    }
+
+    /// Over a socket someone else holds too (`Read` and `Write` work on
+    /// `&TcpStream`, and `shutdown` needs no second descriptor).
+    pub fn shared(sock: Arc<TcpStream>) -> Self {
         TcpTransport {
             sock,
             deadline: None,
@@ -104,16 +113,16 @@ fn map_timeout(e: io::Error) -> io::Error {
 impl Read for TcpTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm_deadline()?;
-        self.sock.read(buf).map_err(map_timeout)
+        (&*self.sock).read(buf).map_err(map_timeout)
     }
 }
 
 impl Write for TcpTransport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.sock.write(buf)
+        (&*self.sock).write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.sock.flush()
+        (&*self.sock).flush()
     }
 }
 

@@ -31,9 +31,11 @@ fn slowloris_clients_are_all_cut_off_and_logins_stay_fast() {
     app.register("steady", PW);
     let fds_before = open_fds();
     const SLOW: usize = 1000;
+    // From 20 addresses, 50 each: under the per-address session cap (64), so
+    // every slow client holds a session and must be cut off by its deadline.
     let mut slow: Vec<TcpStream> = (0..SLOW)
-        .map(|_| {
-            let s = TcpStream::connect(app.addr).unwrap();
+        .map(|i| {
+            let s = connect_from(app.addr, [127, 0, 1, 1 + (i % 20) as u8]);
             s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
             s
         })
@@ -101,4 +103,14 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// A connection to `addr` from the loopback address `source`.
+fn connect_from(addr: std::net::SocketAddr, source: [u8; 4]) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
 }

@@ -144,7 +144,7 @@ fn run(cli: &Cli) -> Result<u8, ClientError> {
         false => Trace::off(),
     };
     let Some(command) = &cli.command else {
-        let ended = Client::connect(&config, trace())?.interact(&mut StdTerminal)?;
+        let ended = client::converse(&config, &trace, &mut StdTerminal)?;
         if ended == Ended::Closed {
             // Clean for us, but a server that follows the protocol says __quit__ first.
             eprintln!("run_client: the server closed the connection");

@@ -46,6 +46,17 @@ struct Cli {
     #[arg(long, env = "DCCN_MAX_SESSIONS", default_value_t = config::DEFAULT_MAX_SESSIONS,
           value_parser = parse_positive)]
     max_sessions: usize,
+    /// Sessions served at once from one source address (IPv6: one /64), logged in
+    /// or not; one more hears "Error: server busy". 0 turns this cap off.
+    #[arg(long, env = "DCCN_MAX_SESSIONS_PER_ADDRESS",
+          default_value_t = config::DEFAULT_MAX_SESSIONS_PER_ADDRESS)]
+    max_sessions_per_address: usize,
+    /// Seconds the part of a session before login may last in all (from connect,
+    /// and again from logout, to "Access granted!"), however often the client replies.
+    #[arg(long, env = "DCCN_LOGIN_GRACE", value_name = "SECS",
+          default_value_t = config::DEFAULT_LOGIN_GRACE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    login_grace: u64,
     /// Seconds to wait for each reply before login.
     #[arg(long, env = "DCCN_LOGIN_TIMEOUT", value_name = "SECS",
           default_value_t = config::DEFAULT_LOGIN_TIMEOUT.as_secs(),
@@ -153,6 +164,8 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         backlog: cli.backlog,
         max_sessions: cli.max_sessions,
         login_timeout: Duration::from_secs(cli.login_timeout),
+        login_grace: Duration::from_secs(cli.login_grace),
+        max_sessions_per_address: cli.max_sessions_per_address,
         session_timeout: Duration::from_secs(cli.session_timeout),
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
@@ -168,7 +181,7 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
     println!(
-        "run_server listening on {}{} (database {}, backlog {}, max sessions {})",
+        "run_server listening on {}{} (database {}, backlog {}, max sessions {}{})",
         server.local_addr(),
         if config.tls.is_some() {
             " with TLS"
@@ -177,7 +190,14 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         },
         config.db_path.display(),
         config.backlog,
-        config.max_sessions
+        server.max_sessions(),
+        match server.max_sessions() < config.max_sessions {
+            true => format!(
+                ", lowered from {} to fit the open-files limit",
+                config.max_sessions
+            ),
+            false => String::new(),
+        }
     );
     let _ = std::io::stdout().flush();
     server.run();

@@ -145,6 +145,13 @@ impl Client {
         self.send(&answer.response);
     }
 
+    /// The socket's descriptor, to watch for the server's goodbye while the
+    /// person types (`None` over a stream without a socket, in tests).
+    pub(super) fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.conn.transport().socket.as_ref().map(|s| s.as_raw_fd())
+    }
+
     /// Writes what is queued.
     pub fn flush(&mut self) -> Result<()> {
         self.conn

@@ -1,14 +1,24 @@
 //! The interactive dialogue: the client follows the server's prompts for a
 //! person at a [`Terminal`], as the original client did.
+//!
+//! While it waits for the person at `>> ` or `Username: `, it also watches the
+//! connection: a server that ends an idle session (its reply deadline, its
+//! login grace, a shutdown) is reported at once, in one line, not after the
+//! person has typed. [`converse`] then carries on over a new connection: before
+//! login the next command typed goes over it (nothing was lost); after login
+//! the person is back at the main menu of the new connection.
 
+use super::connection::ClientConfig;
 use super::dialogue::Client;
 use super::error::{ClientError, Result};
 use super::lines::{Challenge, ServerLine};
-use super::terminal::Terminal;
+use super::terminal::{Terminal, Typed};
+use super::trace::Trace;
 use crate::config::MAX_LINE_BYTES;
+use crate::protocol::{control, error, outcome};
 
 /// How an interactive session ended (all of them are clean).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     /// The server said `__quit__`.
     Quit,
@@ -16,6 +26,66 @@ pub enum Ended {
     Closed,
     /// The person left at a prompt (Ctrl-D).
     Left,
+    /// The server ended the session while the person was idle at a prompt.
+    Dropped(Dropped),
+}
+
+/// A session the server ended while the client waited for the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The reason of its `Error: <reason>` line, if it sent one.
+    pub reason: Option<String>,
+    /// Whether the person was logged in.
+    pub logged_in: bool,
+}
+
+impl Dropped {
+    /// One line: what happened, and what happens next.
+    fn explain(&self) -> String {
+        let what = match self.reason.as_deref() {
+            Some(error::TIMED_OUT) => {
+                "the server ended the session while you were idle (timed out)".to_string()
+            }
+            Some(reason) => format!("the server ended the session ({reason})"),
+            None => "the server closed the connection".to_string(),
+        };
+        match self.logged_in {
+            true => format!("run_client: {what}; you are logged out: a new connection follows."),
+            false => format!(
+                "run_client: {what}; type your command as usual: it goes over a new connection."
+            ),
+        }
+    }
+}
+
+/// The whole interactive run: sessions one after another, over new connections
+/// when the server ends an idle one (see the module's doc). Each connection gets
+/// a trace from `trace`.
+pub fn converse(
+    cfg: &ClientConfig,
+    trace: &dyn Fn() -> Trace,
+    term: &mut dyn Terminal,
+) -> Result<Ended> {
+    let mut client = Client::connect(cfg, trace())?;
+    loop {
+        let dropped = match client.interact(term)? {
+            Ended::Dropped(dropped) => dropped,
+            other => return Ok(other),
+        };
+        term.show(&dropped.explain());
+        if dropped.logged_in {
+            client = Client::connect(cfg, trace())?;
+            continue;
+        }
+        // Nothing to lose before login: the next command opens the connection.
+        let Some(word) = bounded(term, ">> ", false)? else {
+            return Ok(Ended::Left);
+        };
+        client = Client::connect(cfg, trace())?;
+        term.show("(reconnected to the server)");
+        client.skip_to_first_prompt()?;
+        client.send(&word);
+    }
 }
 
 impl Client {
@@ -29,6 +99,7 @@ impl Client {
         let mut challenge: Option<Challenge> = None;
         let mut fatal: Option<String> = None;
         let mut quitting = false;
+        let mut logged_in = false;
         loop {
             let Some(line) = self.recv()? else {
                 return match fatal {
@@ -40,7 +111,14 @@ impl Client {
                 ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
                     // Reported once, as the error the session ends with.
                     Some(reason) => fatal = Some(reason.to_string()),
-                    None => term.show(&text),
+                    None => {
+                        match text.as_str() {
+                            outcome::ACCESS_GRANTED => logged_in = true,
+                            outcome::ACCOUNT_REMOVED => logged_in = false,
+                            _ => {}
+                        }
+                        term.show(&text)
+                    }
                 },
                 ServerLine::Challenge(c) => challenge = Some(c),
                 ServerLine::Quit => {
@@ -55,16 +133,23 @@ impl Client {
                         "the server asked for more after quit".to_string(),
                     ))
                 }
-                ServerLine::Type => match bounded(term, ">> ", false)? {
-                    Some(word) => self.send(&word),
-                    None => {
+                ServerLine::Type => match self.watching(term, ">> ")? {
+                    Typed::Line(Some(word)) => {
+                        if word.trim_matches(' ') == "logout" {
+                            logged_in = false;
+                        }
+                        self.send(&word)
+                    }
+                    Typed::Line(None) => {
                         self.send("quit");
                         quitting = true;
                     }
+                    Typed::ServerSpoke => return Ok(self.dropped(logged_in)),
                 },
-                ServerLine::Username => match bounded(term, "Username: ", false)? {
-                    Some(name) => self.send(&name),
-                    None => return Ok(Ended::Left),
+                ServerLine::Username => match self.watching(term, "Username: ")? {
+                    Typed::Line(Some(name)) => self.send(&name),
+                    Typed::Line(None) => return Ok(Ended::Left),
+                    Typed::ServerSpoke => return Ok(self.dropped(logged_in)),
                 },
                 ServerLine::Password => match bounded(term, "Password: ", true)? {
                     Some(password) => match challenge.take() {
@@ -75,6 +160,70 @@ impl Client {
                 },
             }
         }
+    }
+}
+
+impl Client {
+    /// A visible line from the person, unless the server speaks first.
+    fn watching(&mut self, term: &mut dyn Terminal, prompt: &str) -> Result<Typed> {
+        // What we queued (the last reply) must be out before we wait.
+        self.flush()?;
+        loop {
+            match term.read_watching(prompt, self.watch_fd())? {
+                Typed::Line(Some(l)) if l.len() > MAX_LINE_BYTES => term.show(&format!(
+                    "(too long: at most {MAX_LINE_BYTES} bytes, try again)"
+                )),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The server spoke while the person was idle: in protocol v1 that can
+    /// only be its goodbye (`Error: <reason>`, `__quit__`, close). Reads it,
+    /// bounded by the reply timeout, for the reason.
+    fn dropped(&mut self, logged_in: bool) -> Ended {
+        let mut reason = None;
+        for _ in 0..crate::config::MAX_DISPLAY_LINES_PER_TURN {
+            match self.recv() {
+                Ok(Some(ServerLine::Text(text))) => {
+                    if let Some(r) = text.strip_prefix(error::PREFIX) {
+                        reason = Some(r.to_string());
+                    }
+                }
+                Ok(Some(ServerLine::Quit)) | Ok(None) | Err(_) => break,
+                Ok(Some(_)) => {}
+            }
+        }
+        Ended::Dropped(Dropped { reason, logged_in })
+    }
+
+    /// Reads a fresh connection's greeting and menu up to its first `__type__`
+    /// without showing them (the person already saw them once).
+    fn skip_to_first_prompt(&mut self) -> Result<()> {
+        for _ in 0..crate::config::MAX_DISPLAY_LINES_PER_TURN {
+            match self.recv()? {
+                Some(ServerLine::Type) => return Ok(()),
+                Some(ServerLine::Text(text)) => {
+                    if let Some(reason) = text.strip_prefix(error::PREFIX) {
+                        return Err(ClientError::ServerSaid(reason.to_string()));
+                    }
+                }
+                Some(other) => {
+                    return Err(ClientError::Protocol(format!(
+                        "a new connection began with {other:?} instead of {}",
+                        control::TYPE
+                    )))
+                }
+                None => {
+                    return Err(ClientError::Lost(
+                        "the server closed the new connection".to_string(),
+                    ))
+                }
+            }
+        }
+        Err(ClientError::Protocol(
+            "the server sent no prompt on the new connection".to_string(),
+        ))
     }
 }
 

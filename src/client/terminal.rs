@@ -3,8 +3,17 @@
 //! that gives the terminal its echo back ([`install_interrupt_handler`]).
 
 use super::error::{ClientError, Result, EXIT_INTERRUPTED};
-use super::request::read_one_line;
 use std::io::{self, Write};
+use std::os::fd::RawFd;
+
+/// What came first while the client waited at a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Typed {
+    /// The person's line; `None` at end of input (Ctrl-D).
+    Line(Option<String>),
+    /// The connection became readable (the server spoke or closed) first.
+    ServerSpoke,
+}
 
 /// A person at a terminal, for the interactive dialogue.
 pub trait Terminal {
@@ -14,6 +23,13 @@ pub trait Terminal {
     fn read_line(&mut self, prompt: &str) -> Result<Option<String>>;
     /// Reads a hidden line after `prompt`; `None` at end of input (Ctrl-D).
     fn read_hidden(&mut self, prompt: &str) -> Result<Option<String>>;
+    /// Reads a visible line after `prompt`, unless `socket` becomes readable
+    /// first. Without a socket to watch (or a terminal that cannot), it is
+    /// [`read_line`](Self::read_line).
+    fn read_watching(&mut self, prompt: &str, socket: Option<RawFd>) -> Result<Typed> {
+        let _ = socket;
+        Ok(Typed::Line(self.read_line(prompt)?))
+    }
 }
 
 /// Standard input and output, with hidden passwords read from the terminal.
@@ -26,21 +42,101 @@ impl Terminal for StdTerminal {
     }
 
     fn read_line(&mut self, prompt: &str) -> Result<Option<String>> {
+        match self.read_watching(prompt, None)? {
+            Typed::Line(line) => Ok(line),
+            Typed::ServerSpoke => unreachable!("nothing was watched"),
+        }
+    }
+
+    fn read_watching(&mut self, prompt: &str, socket: Option<RawFd>) -> Result<Typed> {
         print!("{prompt}");
         let _ = io::stdout().flush();
-        let line = read_one_line(&mut io::stdin().lock())
+        if let Some(socket) = socket {
+            if stdin_waits_behind(socket)? {
+                // The prompt's line is left unfinished; the news starts a new one.
+                println!();
+                return Ok(Typed::ServerSpoke);
+            }
+        }
+        let line = read_stdin_line()
             .map_err(|e| ClientError::Input(format!("cannot read standard input: {e}")))?;
         if line.is_none() {
             // Ctrl-D leaves the cursor after the prompt.
             println!();
         }
-        Ok(line)
+        Ok(Typed::Line(line))
     }
 
     fn read_hidden(&mut self, prompt: &str) -> Result<Option<String>> {
         let _ = io::stdout().flush();
         read_hidden(prompt)
     }
+}
+
+/// Waits until standard input or `socket` is readable; true when the socket
+/// is (it wins a tie: a line typed just as the server hung up is then read at
+/// the next prompt, over a new connection, instead of being lost).
+fn stdin_waits_behind(socket: RawFd) -> Result<bool> {
+    let mut fds = [
+        libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: socket,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two initialised pollfd structs.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(ClientError::Input(format!("cannot wait for input: {e}")));
+        }
+    }
+    Ok(fds[1].revents != 0)
+}
+
+/// Longest line kept from standard input; the rest of a longer line is read
+/// and dropped (the dialogue asks again for anything over the line limit).
+const STDIN_LINE_CAP: usize = 64 * 1024;
+
+/// One line from standard input, read byte by byte from the descriptor: no
+/// buffer may hold typed-ahead lines that a later `poll` would not see.
+/// `None` at end of input. A CR before the LF is dropped.
+fn read_stdin_line() -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: reads at most one byte into a valid one-byte buffer.
+        let n = unsafe { libc::read(libc::STDIN_FILENO, byte.as_mut_ptr().cast(), 1) };
+        match n {
+            1 if byte[0] == b'\n' => break,
+            1 => {
+                if line.len() < STDIN_LINE_CAP {
+                    line.push(byte[0]);
+                }
+            }
+            0 if line.is_empty() => return Ok(None),
+            0 => break,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
 /// A hidden line from the terminal (`/dev/tty`), whatever standard input is.

@@ -17,6 +17,7 @@ mod account;
 mod classic;
 
 use crate::codec::LineConn;
+use crate::config::DEFAULT_LOGIN_GRACE;
 use crate::crypto::FakeCredentials;
 use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
@@ -25,7 +26,7 @@ use crate::throttle::Throttle;
 use crate::transport::Transport;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What every session shares: the store, the throttle, the fake-salt key, the
 /// timeouts and the shutdown flag.
@@ -34,6 +35,8 @@ pub struct Services {
     pub throttle: Throttle,
     pub fakes: FakeCredentials,
     pub login_timeout: Duration,
+    /// How long the part of a session before login may last in all.
+    pub login_grace: Duration,
     pub session_timeout: Duration,
     pub shutting_down: AtomicBool,
     /// Test hook: this command word panics the session (to show a panic stays
@@ -49,6 +52,7 @@ impl Services {
             throttle: Throttle::new(),
             fakes,
             login_timeout,
+            login_grace: DEFAULT_LOGIN_GRACE,
             session_timeout,
             shutting_down: AtomicBool::new(false),
             panic_word: None,
@@ -85,6 +89,9 @@ pub struct Session<'a, T> {
     svc: &'a Services,
     peer: IpAddr,
     user: Option<Username>,
+    /// When the part before login must end (the login grace), counted from
+    /// connect and again from each return to the main menu.
+    grace_ends: Instant,
 }
 
 impl<'a, T: Transport> Session<'a, T> {
@@ -94,6 +101,7 @@ impl<'a, T: Transport> Session<'a, T> {
             svc,
             peer,
             user: None,
+            grace_ends: Instant::now() + svc.login_grace,
         }
     }
 
@@ -103,12 +111,17 @@ impl<'a, T: Transport> Session<'a, T> {
     pub fn run(&mut self) -> End {
         self.say(outcome::CONNECTED);
         let end = loop {
-            let step = match self.user.is_some() {
+            let logged_in = self.user.is_some();
+            let step = match logged_in {
                 false => self.main_menu(),
                 true => self.user_menu(),
             };
             if let Err(end) = step {
                 break end;
+            }
+            if logged_in && self.user.is_none() {
+                // Back at the main menu (logout, account removed): a new grace.
+                self.grace_ends = Instant::now() + self.svc.login_grace;
             }
         };
         match &end {
@@ -136,7 +149,14 @@ impl<'a, T: Transport> Session<'a, T> {
     fn ask(&mut self, control_line: &str) -> Step<String> {
         self.say(control_line);
         let timeout = match self.user {
-            None => self.svc.login_timeout,
+            None => {
+                // Whichever comes first: this reply's deadline or the grace's end.
+                let grace_left = self.grace_ends.saturating_duration_since(Instant::now());
+                if grace_left.is_zero() {
+                    return Err(End::Fatal(error::TIMED_OUT));
+                }
+                self.svc.login_timeout.min(grace_left)
+            }
             Some(_) => self.svc.session_timeout,
         };
         let result = self.conn.read_line(timeout);

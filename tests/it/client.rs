@@ -29,12 +29,17 @@ struct TestServer {
 
 impl TestServer {
     fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let cfg = ServerConfig {
+        let mut cfg = ServerConfig {
             port: 0,
             db_path: dir.path().join("users.db"),
             ..Default::default()
         };
+        tweak(&mut cfg);
         let handle = Server::bind(&cfg).expect("bind").spawn();
         TestServer { handle, _dir: dir }
     }
@@ -692,4 +697,54 @@ fn ctrl_c_at_the_password_prompt_restores_echo() {
     assert_eq!(pty.wait().code(), Some(130), "{}", pty.text());
     assert!(pty.echo_on(), "echo left off after Ctrl-C");
     assert!(!pty.text().contains("Half"), "{}", pty.text());
+}
+
+#[test]
+fn an_idle_client_hears_at_once_and_its_next_command_goes_over_a_new_connection() {
+    let s = TestServer::start_with(|c| c.login_timeout = Duration::from_secs(1));
+    let mut pty = interactive(s.port());
+    pty.expect(">> ");
+    // Nothing typed: the server's deadline passes and the person is told at once.
+    pty.expect("the server ended the session while you were idle (timed out)");
+    pty.expect("it goes over a new connection");
+    pty.type_line("register");
+    pty.expect("(reconnected to the server)");
+    pty.expect("Username: ");
+    pty.type_line("ivy");
+    pty.expect("Password: ");
+    pty.type_hidden(GOOD);
+    pty.expect("Password: ");
+    pty.type_hidden(GOOD);
+    pty.expect("User successfully registered!");
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
+    // The typed command was not lost: the user exists.
+    let run = act(s.port(), "login", "ivy", GOOD);
+    assert_run(&run, 0, "Successfully login\nAccess granted!\n");
+}
+
+#[test]
+fn a_logged_in_client_whose_session_ends_is_back_at_a_new_main_menu() {
+    let s = TestServer::start_with(|c| c.session_timeout = Duration::from_secs(1));
+    let run = act(s.port(), "register", "jon", GOOD);
+    assert_eq!(run.code, 0, "{run:?}");
+    let mut pty = interactive(s.port());
+    pty.expect(">> ");
+    pty.type_line("login");
+    pty.expect("Username: ");
+    pty.type_line("jon");
+    pty.expect("Password: ");
+    pty.type_hidden(GOOD);
+    pty.expect("Access granted!");
+    pty.expect(">> ");
+    pty.expect("you are logged out: a new connection follows.");
+    pty.expect("Connected to server");
+    pty.expect(">> ");
+    // The main menu of the new connection: whoami is not a command there.
+    pty.type_line("whoami");
+    pty.expect("Unrecognized type");
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
 }

@@ -13,6 +13,7 @@ mod bench;
 mod client;
 mod faults;
 mod hostile;
+mod limits;
 mod run_server_cli;
 mod server;
 mod tls;
