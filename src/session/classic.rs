@@ -43,9 +43,13 @@ impl<T: Transport> Session<'_, T> {
         // Computed for every name, so unknown and known names cost the same.
         let fake_salt = self.svc.fakes.salt(name);
         let fake_verifier = self.svc.fakes.verifier(name);
-        let known = record.is_some();
-        let (salt, verifier) = match record {
-            Some(r) => (r.salt, r.verifier),
+        // A row that cannot pass the classic challenge (an odd row of an old
+        // database, see `ClassicVerifier::parse`) is an unknown name here: same
+        // lines, same work, counted for throttling.
+        let usable = record.and_then(|user| user.classic.ok());
+        let known = usable.is_some();
+        let (salt, verifier) = match usable {
+            Some(c) => (c.salt, c.verifier),
             None => (fake_salt, fake_verifier),
         };
         let nonce = crypto::new_nonce();

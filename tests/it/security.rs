@@ -1,0 +1,120 @@
+//! The security review's findings (issue 11): each test here attacks the real
+//! server (or the real client against a fake server) the way the review did,
+//! and failed before its fix.
+
+use crate::common;
+
+use common::*;
+use dccn_auth::crypto;
+use rusqlite::types::Value;
+use std::sync::atomic::Ordering;
+
+/// Writes rows straight into the server's `USERS` table, as an old database
+/// (or another tool) might hold them.
+fn plant_rows(app: &TestApp, rows: &[(&str, Value, Value)]) {
+    let db = rusqlite::Connection::open(&app.db_path).unwrap();
+    for (name, verifier, salt) in rows {
+        db.execute(
+            "INSERT INTO USERS (login, password, salt) VALUES (?1, ?2, ?3)",
+            rusqlite::params![name, verifier, salt],
+        )
+        .unwrap();
+    }
+}
+
+fn checked_failures(app: &TestApp) -> u64 {
+    app.handle
+        .services()
+        .throttle
+        .stats()
+        .failures
+        .load(Ordering::Relaxed)
+}
+
+#[test]
+fn odd_rows_take_the_unknown_name_path() {
+    let app = spawn_app();
+    let salt = "0123456789abcdef0123456789abcdef".to_string();
+    plant_rows(
+        &app,
+        &[
+            (
+                "empty",
+                Value::Text(String::new()),
+                Value::Text(salt.clone()),
+            ),
+            ("marker", Value::Text("!".into()), Value::Text(salt.clone())),
+            ("nullv", Value::Null, Value::Text(salt.clone())),
+            (
+                "blobv",
+                Value::Blob(vec![0xff; 32]),
+                Value::Text(salt.clone()),
+            ),
+            (
+                "newline",
+                Value::Text("a".repeat(64)),
+                Value::Text("abc\n__type__\nAccess granted!".into()),
+            ),
+        ],
+    );
+    for (name, marker) in [
+        ("empty", ""),
+        ("marker", "!"),
+        ("nullv", ""),
+        ("blobv", ""),
+        ("newline", ""),
+        ("no-such-user", ""),
+    ] {
+        let before = checked_failures(&app);
+        let mut c = app.client();
+        c.expect_greeting();
+        c.send("login");
+        c.expect_prompt("__username__");
+        c.send(name);
+        // The challenge is one line of two 32-digit tokens, like an unknown name's.
+        let lines = c.expect_prompt("__password__");
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+        let (salt, nonce) = lines[0]
+            .strip_prefix("__nonce__:")
+            .and_then(|rest| rest.split_once(':'))
+            .unwrap_or_else(|| panic!("{name}: no challenge in {lines:?}"));
+        assert!(crypto::is_token(salt), "{name}: salt {salt:?}");
+        assert!(crypto::is_token(nonce), "{name}: nonce {nonce:?}");
+        // Answering with the stored marker (what anyone can guess) fails.
+        c.send(&crypto::response(nonce, marker));
+        let out = c.expect_prompt("__type__");
+        assert_eq!(out[0], "User or password incorrect", "{name}: {out:?}");
+        assert_eq!(checked_failures(&app), before + 1, "{name}: counted");
+        c.quit();
+    }
+}
+
+#[test]
+fn list_users_names_unusable_rows_and_escapes_names() {
+    let app = spawn_app();
+    app.register("wendy", "S3cretPassw0rd");
+    plant_rows(
+        &app,
+        &[
+            ("nullv", Value::Null, Value::Text("b".repeat(32))),
+            ("\x1b]0;owned\x07", Value::Text(String::new()), Value::Null),
+        ],
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_run_server"));
+    cmd.args(["list-users", "--db", app.db_path.to_str().unwrap()]);
+    let run = crate::child::run_with_deadline(cmd, "", std::time::Duration::from_secs(20));
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = run.stdout;
+    assert!(
+        !out.contains('\x1b'),
+        "a raw escape reached the terminal: {out:?}"
+    );
+    assert!(out.contains("\\u{1b}]0;owned\\u{7}"), "{out}");
+    assert!(
+        out.contains("UNUSABLE (cannot log in): verifier (password column) is NULL"),
+        "{out}"
+    );
+    assert!(out.contains("3 users, 2 unusable"), "{out}");
+    let wendy = out.lines().find(|l| l.starts_with("wendy")).unwrap();
+    assert!(!wendy.contains("UNUSABLE"), "{wendy}");
+}
