@@ -69,7 +69,8 @@ pub const ADDR_FAILURE_SPAN: Duration = Duration::from_secs(600);
 pub const THROTTLE_BASE_WINDOW: Duration = Duration::from_secs(1);
 /// Throttling: the window never grows past this.
 pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
-/// Throttling: keys kept in memory at most (the oldest go first).
+/// Throttling: keys kept in memory at most (expired keys go first, then the
+/// oldest with no open window; a key with an open window is never dropped).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
 
 /// Client: longest wait for the TCP handshake.

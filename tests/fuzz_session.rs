@@ -848,7 +848,8 @@ fn throttle_failures_stay_cheap_at_the_key_limit() {
         let start = Instant::now();
         for _ in 0..count {
             next += 1;
-            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | next));
+            // A new /64 each time (addresses inside one /64 are one source).
+            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (next << 64)));
             throttle.record_failure("alice", ip, now);
             assert!(
                 throttle.len() <= THROTTLE_MAX_KEYS + 2,
