@@ -14,6 +14,10 @@
 //! guesses by millions).
 //!
 //! A refused try is answered at once (no thread sleeps) and is not counted.
+//! The decision and the counting are one step: [`Throttle::begin`] counts an
+//! allowed try as pending under the same lock, and a pending try counts as a
+//! failure to come, so answers arriving together on many cores get no more
+//! checks than answers arriving one by one.
 //! Memory is bounded: at most [`THROTTLE_MAX_KEYS`] keys are kept. Room for a
 //! new key is made by dropping expired keys first (nothing to refuse, no failure
 //! within the span), then the oldest keys with no open window; a key whose window
@@ -47,6 +51,8 @@ struct PairKey {
 #[derive(Debug)]
 struct PairEntry {
     consecutive_failures: u32,
+    /// Tries allowed and not yet settled: each may still be a failure.
+    pending: u32,
     blocked_until: Option<Instant>,
     last_failure: Instant,
 }
@@ -55,7 +61,16 @@ struct PairEntry {
 struct AddrEntry {
     /// Times of the latest failures, oldest first, none older than the span.
     failures: VecDeque<Instant>,
+    /// Tries allowed and not yet settled: each may still be a failure.
+    pending: u32,
     blocked_until: Option<Instant>,
+}
+
+impl AddrEntry {
+    fn recent_failures(&self, now: Instant) -> u32 {
+        let recent = |t: &&Instant| now.saturating_duration_since(**t) <= ADDR_FAILURE_SPAN;
+        self.failures.iter().filter(recent).count() as u32
+    }
 }
 
 #[derive(Default)]
@@ -117,36 +132,107 @@ impl Throttle {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// May a try for `user` from `addr` be checked now? `false`: refuse it
-    /// unchecked and do not count it. Also `false` when the try would need a new
-    /// key and no room can be made without forgetting an open window.
+    /// Would a try for `user` from `addr` be checked now? A query only (for
+    /// tests and tools): sessions use [`begin`](Self::begin), which decides and
+    /// counts the try as pending under one lock.
     pub fn allows(&self, user: &str, addr: impl Into<AddressKey>, now: Instant) -> bool {
         let addr = addr.into();
         let key = self.key(user, addr);
+        let state = self.lock();
+        Self::verdict(&state, &key, now)
+    }
+
+    /// Checked if no window is open and, counting every pending try as a
+    /// failure to come, none would open: so tries arriving together get no more
+    /// checks than tries arriving one by one.
+    fn verdict(state: &State, key: &PairKey, now: Instant) -> bool {
+        let open = |until: Option<Instant>| until.is_some_and(|t| now < t);
+        let pair_ok = state.pairs.get(key).is_none_or(|e| {
+            !open(e.blocked_until)
+                && (e.pending == 0 || e.consecutive_failures + e.pending < PAIR_FREE_FAILURES)
+        });
+        let addr_ok = state.addrs.get(&key.addr).is_none_or(|e| {
+            !open(e.blocked_until)
+                && (e.pending == 0 || e.recent_failures(now) + e.pending < ADDR_FREE_FAILURES)
+        });
+        pair_ok && addr_ok
+    }
+
+    /// Decides whether a try for `user` from `addr` may be checked, and if so
+    /// counts it as pending in the same critical section. `None`: refuse it
+    /// unchecked (not counted), also when it would need a new key and no room
+    /// can be made without forgetting an open window. Settle the returned
+    /// [`CheckedTry`] with [`failed`](CheckedTry::failed) or
+    /// [`succeeded`](CheckedTry::succeeded); dropped unsettled, it only
+    /// stops being pending.
+    pub fn begin(
+        &self,
+        user: &str,
+        addr: impl Into<AddressKey>,
+        now: Instant,
+    ) -> Option<CheckedTry<'_>> {
+        let addr = addr.into();
+        let key = self.key(user, addr);
         let mut state = self.lock();
-        let blocked = |until: Option<Instant>| until.is_some_and(|t| now < t);
-        let pair = state.pairs.get(&key);
-        let addr_entry = state.addrs.get(&addr);
-        if pair.is_some_and(|e| blocked(e.blocked_until))
-            || addr_entry.is_some_and(|e| blocked(e.blocked_until))
-        {
+        if !Self::verdict(&state, &key, now) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return None;
         }
-        let new_keys = usize::from(pair.is_none()) + usize::from(addr_entry.is_none());
+        let new_keys = usize::from(!state.pairs.contains_key(&key))
+            + usize::from(!state.addrs.contains_key(&addr));
         if !Self::make_room(&mut state, new_keys, now) {
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return None;
         }
-        true
+        Self::pair_entry(&mut state, key, now).pending += 1;
+        Self::addr_entry(&mut state, addr).pending += 1;
+        Some(CheckedTry {
+            throttle: self,
+            key,
+            settled: false,
+        })
+    }
+
+    fn pair_entry(state: &mut State, key: PairKey, now: Instant) -> &mut PairEntry {
+        state.pairs.entry(key).or_insert(PairEntry {
+            consecutive_failures: 0,
+            pending: 0,
+            blocked_until: None,
+            last_failure: now,
+        })
+    }
+
+    fn addr_entry(state: &mut State, addr: AddressKey) -> &mut AddrEntry {
+        state.addrs.entry(addr).or_insert(AddrEntry {
+            failures: VecDeque::new(),
+            pending: 0,
+            blocked_until: None,
+        })
+    }
+
+    /// One pending try of `key` is settled (or abandoned).
+    fn settle(state: &mut State, key: &PairKey) {
+        if let Some(e) = state.pairs.get_mut(key) {
+            e.pending = e.pending.saturating_sub(1);
+        }
+        if let Some(e) = state.addrs.get_mut(&key.addr) {
+            e.pending = e.pending.saturating_sub(1);
+        }
     }
 
     /// A checked try failed.
     pub fn record_failure(&self, user: &str, addr: impl Into<AddressKey>, now: Instant) {
+        let key = self.key(user, addr.into());
+        self.failed(key, false, now);
+    }
+
+    fn failed(&self, key: PairKey, was_pending: bool, now: Instant) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        let addr = addr.into();
-        let key = self.key(user, addr);
+        let addr = key.addr;
         let mut state = self.lock();
+        if was_pending {
+            Self::settle(&mut state, &key);
+        }
         Self::prune_if_due(&mut state, now);
         let new_keys = usize::from(!state.pairs.contains_key(&key))
             + usize::from(!state.addrs.contains_key(&addr));
@@ -155,21 +241,14 @@ impl Throttle {
             return;
         }
 
-        let pair = state.pairs.entry(key).or_insert(PairEntry {
-            consecutive_failures: 0,
-            blocked_until: None,
-            last_failure: now,
-        });
+        let pair = Self::pair_entry(&mut state, key, now);
         pair.consecutive_failures = pair.consecutive_failures.saturating_add(1);
         pair.last_failure = now;
         if pair.consecutive_failures >= PAIR_FREE_FAILURES {
             pair.blocked_until = Some(now + window(pair.consecutive_failures, PAIR_FREE_FAILURES));
         }
 
-        let entry = state.addrs.entry(addr).or_insert(AddrEntry {
-            failures: VecDeque::new(),
-            blocked_until: None,
-        });
+        let entry = Self::addr_entry(&mut state, addr);
         while entry
             .failures
             .front()
@@ -190,7 +269,19 @@ impl Throttle {
     /// A checked try succeeded: the pair starts afresh (the address counter does not).
     pub fn record_success(&self, user: &str, addr: impl Into<AddressKey>) {
         let key = self.key(user, addr.into());
-        self.lock().pairs.remove(&key);
+        Self::reset_pair(&mut self.lock(), &key);
+    }
+
+    /// The pair starts afresh; its entry stays while other tries are pending.
+    fn reset_pair(state: &mut State, key: &PairKey) {
+        if let Some(e) = state.pairs.get_mut(key) {
+            if e.pending == 0 {
+                state.pairs.remove(key);
+            } else {
+                e.consecutive_failures = 0;
+                e.blocked_until = None;
+            }
+        }
     }
 
     pub fn stats(&self) -> &ThrottleStats {
@@ -225,10 +316,10 @@ impl Throttle {
         // A pair below the threshold is kept while its failures are recent.
         state
             .pairs
-            .retain(|_, e| open(e.blocked_until) || recent(e.last_failure));
-        state
-            .addrs
-            .retain(|_, e| open(e.blocked_until) || e.failures.back().is_some_and(|&t| recent(t)));
+            .retain(|_, e| e.pending > 0 || open(e.blocked_until) || recent(e.last_failure));
+        state.addrs.retain(|_, e| {
+            e.pending > 0 || open(e.blocked_until) || e.failures.back().is_some_and(|&t| recent(t))
+        });
     }
 
     /// Makes room for `new_keys` more keys; false if that would mean forgetting
@@ -249,13 +340,13 @@ impl Throttle {
         let mut closed: Vec<(Instant, Key)> = state
             .pairs
             .iter()
-            .filter(|(_, e)| !open(e.blocked_until))
+            .filter(|(_, e)| e.pending == 0 && !open(e.blocked_until))
             .map(|(k, e)| (e.last_failure, Key::Pair(*k)))
             .chain(
                 state
                     .addrs
                     .iter()
-                    .filter(|(_, e)| !open(e.blocked_until))
+                    .filter(|(_, e)| e.pending == 0 && !open(e.blocked_until))
                     .map(|(a, e)| (e.failures.back().copied().unwrap_or(now), Key::Addr(*a))),
             )
             .collect();
@@ -271,6 +362,37 @@ impl Throttle {
             }
         }
         len(state) + new_keys <= THROTTLE_MAX_KEYS
+    }
+}
+
+/// A try the throttle allowed to be checked, counted as pending until it is
+/// settled with its result.
+pub struct CheckedTry<'a> {
+    throttle: &'a Throttle,
+    key: PairKey,
+    settled: bool,
+}
+
+impl CheckedTry<'_> {
+    pub fn failed(mut self, now: Instant) {
+        self.settled = true;
+        self.throttle.failed(self.key, true, now);
+    }
+
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        let mut state = self.throttle.lock();
+        Throttle::settle(&mut state, &self.key);
+        Throttle::reset_pair(&mut state, &self.key);
+    }
+}
+
+impl Drop for CheckedTry<'_> {
+    fn drop(&mut self) {
+        // Abandoned (the session ended or panicked before the result).
+        if !self.settled {
+            Throttle::settle(&mut self.throttle.lock(), &self.key);
+        }
     }
 }
 
@@ -456,7 +578,7 @@ mod tests {
         assert_eq!(t.len(), THROTTLE_MAX_KEYS);
         let newcomer = v6(sources + 1, 1);
         assert!(
-            !t.allows("ann", newcomer, t0),
+            t.begin("ann", newcomer, t0).is_none(),
             "no room: refused, not forgotten"
         );
         assert_eq!(t.stats().refused_full.load(Ordering::Relaxed), 1);
@@ -466,6 +588,40 @@ mod tests {
         );
         // Once the windows have closed, their keys may go and the newcomer is in.
         let later = t0 + THROTTLE_MAX_WINDOW + S(1);
-        assert!(t.allows("ann", newcomer, later));
+        assert!(t.begin("ann", newcomer, later).is_some());
+    }
+
+    /// Many threads answer at the same moment for one (name, address) pair: the
+    /// check and the counting must not leave a gap where all of them pass.
+    #[test]
+    fn simultaneous_tries_on_one_pair_check_exactly_five() {
+        use std::sync::{Arc, Barrier};
+        const THREADS: usize = 64;
+        let t = Arc::new(Throttle::new());
+        let t0 = Instant::now();
+        // Every thread asks first, and only then do the checked ones fail: the
+        // widest possible gap between check and count.
+        let asked = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (t, asked) = (t.clone(), asked.clone());
+                std::thread::spawn(move || {
+                    let attempt = t.begin("ann", ip(1), t0);
+                    asked.wait();
+                    let checked = attempt.is_some();
+                    if let Some(a) = attempt {
+                        a.failed(t0);
+                    }
+                    checked
+                })
+            })
+            .collect();
+        let checked = threads
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&c| c)
+            .count();
+        assert_eq!(checked, PAIR_FREE_FAILURES as usize);
+        assert!(t.begin("ann", ip(1), t0).is_none());
     }
 }

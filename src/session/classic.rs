@@ -56,23 +56,23 @@ impl<T: Transport> Session<'_, T> {
         self.say(&format!("{}{salt}:{nonce}", control::NONCE_PREFIX));
         let answer = self.ask(control::PASSWORD)?;
         // Decided when the answer is in, not when the challenge went out: else
-        // many connections holding open challenges would all be checked.
-        if !self.svc.throttle.allows(name, self.peer, Instant::now()) {
+        // many connections holding open challenges would all be checked. The
+        // decision counts the try as pending at once (one lock), so answers
+        // arriving together get no more checks than answers one by one.
+        let Some(attempt) = self.svc.throttle.begin(name, self.peer, Instant::now()) else {
             log::warn!(
                 "{} throttled: try for user={name:?} refused unchecked",
                 self.peer
             );
             return Ok(Proof::Refused);
-        }
+        };
         let expected = crypto::response(&nonce, &verifier);
         let matches = crypto::secrets_equal(&expected, &answer);
         if matches && known {
-            self.svc.throttle.record_success(name, self.peer);
+            attempt.succeeded();
             Ok(Proof::Accepted)
         } else {
-            self.svc
-                .throttle
-                .record_failure(name, self.peer, Instant::now());
+            attempt.failed(Instant::now());
             log::warn!("{} authentication failed for user={name:?}", self.peer);
             Ok(Proof::Refused)
         }
