@@ -73,6 +73,15 @@ pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
 /// oldest with no open window; a key with an open window is never dropped).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
 
+/// Logs: characters of a name (escaped) one log line shows at most.
+pub const LOG_NAME_MAX_CHARS: usize = 48;
+/// Logs: warnings written per source address (IPv6 by /64) per window; the rest
+/// are folded into one summary line.
+pub const LOG_WARN_BURST: u32 = 10;
+pub const LOG_WARN_WINDOW: Duration = Duration::from_secs(60);
+/// Logs: sources whose warnings are counted apart at most (the rest share one count).
+pub const LOG_LIMIT_MAX_SOURCES: usize = 10_000;
+
 /// Client: longest wait for the TCP handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client: longest wait for the server's next line after a reply. The server

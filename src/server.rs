@@ -368,7 +368,7 @@ fn serve_client(
         Some(config) => match tls::accept(config, tcp, started + services.login_timeout) {
             Ok(stream) => run_session(stream, services, ip),
             Err(e) => {
-                log::warn!("{peer} {e}");
+                services.log_limit.warn(ip, format!("{peer} {e}"));
                 return;
             }
         },
@@ -379,7 +379,8 @@ fn serve_client(
         Ok(End::Quit) => log::info!("{peer} {mode} session of {lasted:.1}s: quit"),
         Ok(End::Gone(why)) => log::info!("{peer} {mode} session of {lasted:.1}s: {why}"),
         Ok(End::Fatal(reason)) => {
-            log::warn!("{peer} {mode} session of {lasted:.1}s: closed, {reason}")
+            let line = format!("{peer} {mode} session of {lasted:.1}s: closed, {reason}");
+            services.log_limit.warn(ip, line);
         }
         Err(_) => log::error!("{peer} {mode} session panicked; other sessions go on"),
     }

@@ -3,6 +3,7 @@
 
 use super::{Proof, Session, Step};
 use crate::crypto;
+use crate::log_limit;
 use crate::protocol::{control, outcome};
 use crate::rules::Username;
 use crate::transport::Transport;
@@ -60,10 +61,11 @@ impl<T: Transport> Session<'_, T> {
         // decision counts the try as pending at once (one lock), so answers
         // arriving together get no more checks than answers one by one.
         let Some(attempt) = self.svc.throttle.begin(name, self.peer, Instant::now()) else {
-            log::warn!(
-                "{} throttled: try for user={name:?} refused unchecked",
-                self.peer
-            );
+            self.warn(format!(
+                "{} throttled: try for user={} refused unchecked",
+                self.peer,
+                log_limit::shorten(name)
+            ));
             return Ok(Proof::Refused);
         };
         let expected = crypto::response(&nonce, &verifier);
@@ -73,7 +75,11 @@ impl<T: Transport> Session<'_, T> {
             Ok(Proof::Accepted)
         } else {
             attempt.failed(Instant::now());
-            log::warn!("{} authentication failed for user={name:?}", self.peer);
+            self.warn(format!(
+                "{} authentication failed for user={}",
+                self.peer,
+                log_limit::shorten(name)
+            ));
             Ok(Proof::Refused)
         }
     }

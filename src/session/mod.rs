@@ -18,6 +18,7 @@ mod classic;
 
 use crate::codec::LineConn;
 use crate::crypto::FakeCredentials;
+use crate::log_limit::LogLimit;
 use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
 use crate::store::{StoreError, UserStore};
@@ -32,6 +33,8 @@ use std::time::Duration;
 pub struct Services {
     pub store: UserStore,
     pub throttle: Throttle,
+    /// Rate limit of the warnings a peer can cause.
+    pub log_limit: LogLimit,
     pub fakes: FakeCredentials,
     pub login_timeout: Duration,
     pub session_timeout: Duration,
@@ -47,6 +50,7 @@ impl Services {
         Services {
             store,
             throttle: Throttle::new(),
+            log_limit: LogLimit::new(),
             fakes,
             login_timeout,
             session_timeout,
@@ -120,6 +124,7 @@ impl<'a, T: Transport> Session<'a, T> {
             End::Gone(_) => {}
         }
         self.conn.close();
+        self.svc.log_limit.flush(self.peer);
         end
     }
 
@@ -197,6 +202,11 @@ impl<'a, T: Transport> Session<'a, T> {
             .as_ref()
             .map(|u| u.to_string())
             .unwrap_or_default()
+    }
+
+    /// A warning the peer caused: rate-limited per source (see `log_limit.rs`).
+    fn warn(&self, message: String) {
+        self.svc.log_limit.warn(self.peer, message);
     }
 
     fn store_failed(&mut self, what: &str, e: &StoreError) {

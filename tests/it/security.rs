@@ -118,3 +118,52 @@ fn list_users_names_unusable_rows_and_escapes_names() {
     let wendy = out.lines().find(|l| l.starts_with("wendy")).unwrap();
     assert!(!wendy.contains("UNUSABLE"), "{wendy}");
 }
+
+/// The review's flood: pipelined failed tries with 1,024-byte names of control
+/// bytes from one connection (before: about 5 KB of log per try, 15.7 MB in
+/// all). Prints the figure docs/RELIABILITY.md gives (`-- --nocapture`).
+#[test]
+fn a_log_flood_from_one_connection_is_bounded() {
+    use std::io::Read;
+    const TRIES: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = common::start_server_binary(
+        env!("CARGO_BIN_EXE_run_server"),
+        &dir.path().join("users.db"),
+        "info",
+    );
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let mut c = TestClient::connect(addr);
+    c.expect_greeting();
+    let name = "\x01".repeat(1024);
+    let burst = format!("login\n{name}\n{}\n", "0".repeat(64)).repeat(TRIES) + "quit\n";
+    c.send_raw(burst.as_bytes());
+    let refusals = c
+        .rest()
+        .iter()
+        .filter(|l| *l == "User or password incorrect")
+        .count();
+    assert_eq!(refusals, TRIES);
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = String::from_utf8_lossy(&log.join().unwrap()).into_owned();
+    assert!(
+        log.len() < 16 * 1024,
+        "{} bytes of log for {TRIES} tries",
+        log.len()
+    );
+    assert!(!log.contains('\x01'), "raw control bytes in the log");
+    let folded = TRIES - dccn_auth::config::LOG_WARN_BURST as usize;
+    assert!(
+        log.contains(&format!("127.0.0.1: {folded} more warnings folded")),
+        "who, from where, how many: {log}"
+    );
+    eprintln!("log flood: {TRIES} tries, {} bytes of log", log.len());
+}
