@@ -167,3 +167,73 @@ fn a_log_flood_from_one_connection_is_bounded() {
     );
     eprintln!("log flood: {TRIES} tries, {} bytes of log", log.len());
 }
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_planted_key_file_never_receives_the_new_key() {
+    use dccn_auth::tls;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server-key.pem");
+    std::fs::write(&key, b"").unwrap();
+    set_mode(&key, 0o666);
+    let err = tls::ensure_self_signed(dir.path(), "127.0.0.1")
+        .expect_err("a planted key file must not be used")
+        .to_string();
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        b"",
+        "nothing was written into it"
+    );
+    // A symlink planted in its place is refused the same way (O_EXCL).
+    std::fs::remove_file(&key).unwrap();
+    let target = dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, &key).unwrap();
+    assert!(tls::ensure_self_signed(dir.path(), "127.0.0.1").is_err());
+    assert!(!target.exists(), "the symlink was not followed");
+}
+
+#[test]
+fn a_key_others_can_read_or_write_is_refused_naming_the_fix() {
+    use dccn_auth::tls;
+    let dir = tempfile::tempdir().unwrap();
+    let made = tls::ensure_self_signed(dir.path(), "127.0.0.1").unwrap();
+    let key = &made.files.key;
+    for mode in [0o644, 0o640, 0o602] {
+        set_mode(key, mode);
+        // Reused by --tls-self-signed ...
+        let err = tls::ensure_self_signed(dir.path(), "127.0.0.1")
+            .expect_err("an open key must be refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("chmod 600 {}", key.display())),
+            "{err}"
+        );
+        // ... or given with --tls-key.
+        assert!(tls::server_config(&made.files).is_err(), "mode {mode:o}");
+    }
+    // Through the binary: exit 1, one line naming the file.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_run_server"));
+    cmd.args(["--port", "0", "--tls-cert"])
+        .arg(&made.files.cert)
+        .arg("--tls-key")
+        .arg(key)
+        .arg("--db")
+        .arg(dir.path().join("users.db"));
+    let run = crate::child::run_with_deadline(cmd, "", std::time::Duration::from_secs(20));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
+    set_mode(key, 0o600);
+    assert!(tls::server_config(&made.files).is_ok());
+    assert_eq!(mode_of(key), 0o600);
+}
