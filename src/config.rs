@@ -31,6 +31,13 @@ pub const MAX_PROMPT_TRIES: u32 = 3;
 /// How long one write may block before the peer is given up on (a client that
 /// never reads must not pin a thread).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The total time one turn's output may take to be written: a peer that stops
+/// reading loses its session after this, however the writes trickle.
+pub const TURN_WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// Kernel send buffer of a session's socket (`SO_SNDBUF`; Linux doubles it for
+/// its bookkeeping). A turn's output is a few hundred bytes, so this bounds what
+/// a peer that never reads can pin in the server's kernel without slowing anyone.
+pub const SESSION_SEND_BUFFER_BYTES: usize = 32 * 1024;
 /// Write timeout for the best-effort `Error: server busy` sent by the accept loop.
 pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// At close, how long and how much of the peer's unread input is drained so the

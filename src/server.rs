@@ -15,7 +15,7 @@
 //! `Error: server shutting down`.
 
 use crate::codec::LineConn;
-use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, WRITE_TIMEOUT};
+use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, SESSION_SEND_BUFFER_BYTES, WRITE_TIMEOUT};
 use crate::protocol::error;
 use crate::session::{End, Services, Session};
 use crate::store::{StoreError, UserStore};
@@ -351,7 +351,11 @@ fn serve_client(
     let ip: IpAddr = peer.ip().to_canonical();
     // Replies are one write per turn; Nagle would only delay them.
     let _ = sock.set_nodelay(true);
+    // Writes are bounded per turn by the transport's write deadline (see
+    // `LineConn::flush`); this timeout only covers the TLS handshake's writes.
     let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
+    // A peer that never reads pins at most this much of the kernel's memory.
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SESSION_SEND_BUFFER_BYTES);
     if let Ok(clone) = sock.try_clone() {
         slot.register_socket(clone);
     }
@@ -389,7 +393,8 @@ fn serve_client(
 
 /// Runs one session over any transport; a panic inside stays inside.
 fn run_session<T: Transport>(io: T, services: &Services, ip: IpAddr) -> thread::Result<End> {
-    let conn = LineConn::new(io);
+    let mut conn = LineConn::new(io);
+    conn.set_write_limit(services.turn_write_limit);
     panic::catch_unwind(AssertUnwindSafe(|| Session::new(conn, services, ip).run()))
 }
 

@@ -35,6 +35,10 @@ impl Transport for TlsTransport {
         self.sock.set_deadline(deadline);
     }
 
+    fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.sock.set_write_deadline(deadline);
+    }
+
     fn close(&mut self) {
         self.conn.send_close_notify();
         // Best effort: the peer may be gone already.

@@ -17,6 +17,7 @@ mod account;
 mod classic;
 
 use crate::codec::LineConn;
+use crate::config::TURN_WRITE_LIMIT;
 use crate::crypto::FakeCredentials;
 use crate::log_limit::LogLimit;
 use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
@@ -38,6 +39,9 @@ pub struct Services {
     pub fakes: FakeCredentials,
     pub login_timeout: Duration,
     pub session_timeout: Duration,
+    /// The total time one turn's output may take ([`TURN_WRITE_LIMIT`] in
+    /// every real server; shorter in tests).
+    pub turn_write_limit: Duration,
     pub shutting_down: AtomicBool,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). `None` in every real server.
@@ -54,6 +58,7 @@ impl Services {
             fakes,
             login_timeout,
             session_timeout,
+            turn_write_limit: TURN_WRITE_LIMIT,
             shutting_down: AtomicBool::new(false),
             panic_word: None,
         }

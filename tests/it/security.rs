@@ -237,3 +237,69 @@ fn a_key_others_can_read_or_write_is_refused_naming_the_fix() {
     assert!(tls::server_config(&made.files).is_ok());
     assert_eq!(mode_of(key), 0o600);
 }
+
+/// Bytes the kernel holds unsent for the server's end of the connection from
+/// `client` (the tx_queue column of /proc/net/tcp for local `server`, remote
+/// `client`).
+fn server_send_queue(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<u64> {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 4 && f[1] == local && f[2] == remote)
+            .then(|| u64::from_str_radix(f[4].split(':').next()?, 16).ok())
+            .flatten()
+    })
+}
+
+/// A client pipelines commands and never reads: the session ends once one
+/// turn's output has waited the turn write limit, however the writes trickle,
+/// and the kernel holds little for it meanwhile.
+#[test]
+fn a_client_that_never_reads_loses_its_session_on_time() {
+    use socket2::{Domain, Socket, Type};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let limit = Duration::from_secs(1);
+    let app = spawn_app_with(|_| {}, |s| s.turn_write_limit = limit);
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&app.addr.into()).unwrap();
+    let mut tcp: std::net::TcpStream = sock.into();
+    let client_addr = tcp.local_addr().unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    // 200,000 unknown commands: about 18 MB of answers nobody reads.
+    let writer = std::thread::spawn(move || {
+        let chunk = "x\n".repeat(10_000);
+        for _ in 0..20 {
+            if tcp.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+        tcp
+    });
+    std::thread::sleep(limit / 2);
+    let queued = server_send_queue(app.addr, client_addr).unwrap_or(0);
+    let left = wait_for_sessions_at_most(&app, 0, Duration::from_secs(30));
+    let lasted = started.elapsed();
+    let _ = writer.join();
+    eprintln!("never reads: session lasted {lasted:?}, server send queue {queued} bytes");
+    assert_eq!(left, 0, "the session is still running");
+    assert!(
+        lasted < limit * 4,
+        "the session lasted {lasted:?} (limit {limit:?})"
+    );
+    assert!(
+        queued < 256 * 1024,
+        "{queued} bytes held for a peer that never reads"
+    );
+}
