@@ -312,9 +312,30 @@ fn trace_shows_the_exchange_and_correct_hashes_but_never_the_password() {
     assert!(trace.contains(&format!("S> __nonce__:{salt}:{nonce}\n")));
     let verifier = crypto::verifier(&salt, GOOD);
     let response = crypto::response(&nonce, &verifier);
+    // Only the verifier's ends: the whole answers any later challenge.
+    let ends = format!("{}...{}", &verifier[..8], &verifier[56..]);
     assert!(
-        trace.contains(&format!("verifier = SHA256(salt + password) = {verifier}")),
+        trace.contains(&format!("verifier = SHA256(salt + password) = {ends}")),
         "{trace}"
+    );
+    assert!(!trace.contains(&verifier), "the whole verifier: {trace}");
+    // The hand check never puts the password on a command line, and works:
+    // run in bash with the password typed on its input, it prints the
+    // verifier's ends and the response.
+    assert!(!trace.contains("'password'"), "{trace}");
+    let check: String = trace
+        .lines()
+        .skip_while(|l| !l.contains("read -rs pw"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut bash = Command::new("bash");
+    bash.args(["-c", &check]);
+    let by_hand = run_command(bash, &format!("{GOOD}\n"));
+    assert_eq!(
+        by_hand.stdout,
+        format!("{ends}\n{response}  -\n"),
+        "{check}\n{by_hand:#?}"
     );
     assert!(
         trace.contains(&format!("response = SHA256(nonce + verifier) = {response}")),
