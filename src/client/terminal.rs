@@ -4,6 +4,7 @@
 
 use super::error::{ClientError, Result, EXIT_INTERRUPTED};
 use super::request::read_one_line;
+use super::visible::visible;
 use std::io::{self, Write};
 
 /// A person at a terminal, for the interactive dialogue.
@@ -21,8 +22,10 @@ pub trait Terminal {
 pub struct StdTerminal;
 
 impl Terminal for StdTerminal {
+    /// The line may come from the server: its control characters are shown
+    /// escaped, so it cannot drive the terminal.
     fn show(&mut self, line: &str) {
-        println!("{line}");
+        println!("{}", visible(line));
     }
 
     fn read_line(&mut self, prompt: &str) -> Result<Option<String>> {

@@ -45,7 +45,7 @@ impl Trace {
 
     pub(super) fn received(&mut self, line: &str) {
         if self.out.is_some() {
-            self.emit(&format!("S> {line}"));
+            self.emit(&format!("S> {}", super::visible::visible(line)));
         }
     }
 

@@ -714,3 +714,67 @@ fn ctrl_c_at_the_password_prompt_restores_echo() {
     assert!(pty.echo_on(), "echo left off after Ctrl-C");
     assert!(!pty.text().contains("Half"), "{}", pty.text());
 }
+
+// ---- a hostile server (issue 11) ---------------------------------------------
+
+/// Sets the window title, clears the screen, overwrites with CR.
+const HOSTILE: &str = "\x1b]0;owned\x07\x1b[2J\rfake prompt\u{9b}";
+const HOSTILE_SHOWN: &str = r"\u{1b}]0;owned\u{7}\u{1b}[2J\rfake prompt\u{9b}";
+
+#[test]
+fn server_text_reaches_the_terminal_with_controls_escaped() {
+    // A refusal text (printed on stdout) and a fatal reason (stderr), scripted.
+    let (port, server) = fake_server(|p| {
+        p.say(&[HOSTILE, "__type__"]);
+        assert_eq!(p.hear(), "register");
+        p.say(&["__username__"]);
+        p.hear();
+        p.say(&["__password__"]);
+        p.hear();
+        p.say(&["Repeat password", "__password__"]);
+        p.hear();
+        p.say(&[&format!("Password is invalid: {HOSTILE}"), "__password__"]);
+    });
+    let run = act(port, "register", "zed", GOOD);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        run.stdout,
+        format!("Password is invalid: {HOSTILE_SHOWN}\n")
+    );
+    let _ = server.join();
+    let (port, server) = fake_server(|p| p.say(&[&format!("Error: {HOSTILE}"), "__quit__"]));
+    let run = act(port, "login", "zed", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(
+        run.stderr,
+        format!("run_client: the server ended the session: {HOSTILE_SHOWN}\n")
+    );
+    let _ = server.join();
+    // The trace shows server lines escaped too.
+    let (port, server) = fake_server(|p| p.say(&[HOSTILE, "__quit__"]));
+    let run = client(
+        port,
+        &["--trace", "login", "--user", "zed", "--password-stdin"],
+        GOOD,
+    );
+    assert!(!run.stderr.contains('\x1b'), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!("S> {HOSTILE_SHOWN}")),
+        "{run:#?}"
+    );
+    let _ = server.join();
+
+    // Display lines in the interactive mode, on a real terminal.
+    let (port, server) = fake_server(|p| {
+        p.say(&[HOSTILE, "__type__"]);
+        assert_eq!(p.hear(), "quit");
+        p.say(&["__quit__"]);
+    });
+    let mut pty = interactive(port);
+    pty.expect(HOSTILE_SHOWN);
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
+    assert!(!pty.text().contains('\x1b'), "{:?}", pty.text());
+    let _ = server.join();
+}
