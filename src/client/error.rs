@@ -37,6 +37,10 @@ pub enum ClientError {
     TimedOut(Duration),
     /// The server sent something the protocol does not allow here.
     Protocol(String),
+    /// The server asked for a login password (after `login`, or at the
+    /// re-authentication of `change_password` / `delete_account`) with a bare
+    /// `__password__`, no challenge before it: the password is not sent.
+    PasswordWithoutChallenge,
     /// The server ended the session with `Error: <reason>`.
     ServerSaid(String),
     /// TLS could not be set up, or the handshake failed (untrusted certificate,
@@ -83,6 +87,10 @@ impl fmt::Display for ClientError {
             ClientError::ServerSaid(reason) => {
                 write!(f, "the server ended the session: {}", visible(reason))
             }
+            ClientError::PasswordWithoutChallenge => f.write_str(
+                "protocol error: the server asked for the password without a challenge \
+                 (__password__ with no __nonce__ before it); the password was not sent",
+            ),
             ClientError::Tls(msg) => write!(f, "TLS: {msg}"),
             ClientError::Interrupted => f.write_str("interrupted"),
         }

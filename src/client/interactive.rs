@@ -25,8 +25,18 @@ impl Client {
     ///
     /// Ctrl-D at `>> ` says `quit`; at another prompt it closes the connection
     /// (a `quit` there would be taken as a name or a password).
+    ///
+    /// A password goes out in clear only where the protocol asks for a new one
+    /// (after `register`, and after the challenge of `change_password`); any
+    /// other bare `__password__` (after `login`, or at the re-authentication of
+    /// `change_password` / `delete_account`) is a protocol error, raised before
+    /// the person is asked for anything.
     pub fn interact(&mut self, term: &mut dyn Terminal) -> Result<Ended> {
         let mut challenge: Option<Challenge> = None;
+        // The command word the person typed last, and whether the protocol
+        // asks for a new password (in clear) now.
+        let mut command = String::new();
+        let mut new_password_due = false;
         let mut fatal: Option<String> = None;
         let mut quitting = false;
         loop {
@@ -56,7 +66,11 @@ impl Client {
                     ))
                 }
                 ServerLine::Type => match bounded(term, ">> ", false)? {
-                    Some(word) => self.send(&word),
+                    Some(word) => {
+                        command = word.trim_matches(' ').to_string();
+                        new_password_due = command == "register";
+                        self.send(&word)
+                    }
                     None => {
                         self.send("quit");
                         quitting = true;
@@ -66,9 +80,16 @@ impl Client {
                     Some(name) => self.send(&name),
                     None => return Ok(Ended::Left),
                 },
+                ServerLine::Password if challenge.is_none() && !new_password_due => {
+                    return Err(ClientError::PasswordWithoutChallenge);
+                }
                 ServerLine::Password => match bounded(term, "Password: ", true)? {
                     Some(password) => match challenge.take() {
-                        Some(c) => self.send_response(&c, &password),
+                        Some(c) => {
+                            self.send_response(&c, &password);
+                            // After change_password's challenge, the new one.
+                            new_password_due = command == "change_password";
+                        }
                         None => self.send_password(&password),
                     },
                     None => return Ok(Ended::Left),

@@ -778,3 +778,102 @@ fn server_text_reaches_the_terminal_with_controls_escaped() {
     assert!(!pty.text().contains('\x1b'), "{:?}", pty.text());
     let _ = server.join();
 }
+
+const NO_CHALLENGE: &str = "run_client: protocol error: the server asked for the password \
+     without a challenge (__password__ with no __nonce__ before it); the password was not sent\n";
+
+/// A fake server that logs `zed` in with a proper challenge (when `login_first`)
+/// and then, after `command`, asks for the password with a bare `__password__`.
+/// Returns what it heard after that (nothing, if the client kept its password).
+fn skipping_challenge(command: &'static str, login_first: bool) -> (u16, JoinHandle<()>) {
+    fake_server(move |p| {
+        let salt = "00112233445566778899aabbccddeeff";
+        let nonce = "ffeeddccbbaa99887766554433221100";
+        p.say(&["menu", "__type__"]);
+        if login_first {
+            assert_eq!(p.hear(), "login");
+            p.say(&["__username__"]);
+            assert_eq!(p.hear(), "zed");
+            p.say(&[&format!("__nonce__:{salt}:{nonce}"), "__password__"]);
+            let expected = crypto::response(nonce, &crypto::verifier(salt, GOOD));
+            assert_eq!(p.hear(), expected);
+            p.say(&["Successfully login", "Access granted!", "menu", "__type__"]);
+        }
+        assert_eq!(p.hear(), command);
+        if command == "login" {
+            p.say(&["__username__"]);
+            assert_eq!(p.hear(), "zed");
+        }
+        p.say(&["__password__"]);
+        // The client must hang up rather than answer.
+        let mut rest = String::new();
+        let _ = p.reader.read_to_string(&mut rest);
+        assert!(!rest.contains(GOOD), "the password was sent: {rest:?}");
+        assert_eq!(rest, "", "the client answered a bare __password__");
+    })
+}
+
+#[test]
+fn a_bare_password_prompt_where_a_challenge_is_due_is_a_protocol_error() {
+    // Scripted: login, and the re-authentication of change_password / delete_account.
+    for (action, command, login_first, stdin) in [
+        ("login", "login", false, format!("{GOOD}\n")),
+        (
+            "change-password",
+            "change_password",
+            true,
+            format!("{GOOD}\nN3wPassword\nN3wPassword\n"),
+        ),
+        (
+            "delete-account",
+            "delete_account",
+            true,
+            format!("{GOOD}\n"),
+        ),
+    ] {
+        let (port, server) = skipping_challenge(command, login_first);
+        let run = client(port, &[action, "--user", "zed", "--password-stdin"], &stdin);
+        assert_eq!(
+            (run.code, run.stderr.as_str()),
+            (2, NO_CHALLENGE),
+            "{action}: {run:#?}"
+        );
+        server
+            .join()
+            .unwrap_or_else(|_| panic!("{action}: the fake server saw a password"));
+    }
+    // Interactive: the person is not even asked for the password.
+    for (command, login_first) in [
+        ("login", false),
+        ("delete_account", true),
+        ("change_password", true),
+    ] {
+        let (port, server) = skipping_challenge(command, login_first);
+        let mut pty = interactive(port);
+        if login_first {
+            pty.expect(">> ");
+            pty.type_line("login");
+            pty.expect("Username: ");
+            pty.type_line("zed");
+            pty.expect("Password: ");
+            pty.type_hidden(GOOD);
+        }
+        pty.expect(">> ");
+        pty.type_line(command);
+        if command == "login" {
+            pty.expect("Username: ");
+            pty.type_line("zed");
+        }
+        pty.expect("without a challenge");
+        assert_eq!(pty.wait().code(), Some(2), "{command}: {}", pty.text());
+        let after = pty.text();
+        let after = &after[after.rfind(command).unwrap()..];
+        assert!(
+            !after.contains("Password: "),
+            "{command}: asked anyway: {after}"
+        );
+        server
+            .join()
+            .unwrap_or_else(|_| panic!("{command}: the fake server saw a password"));
+    }
+}
