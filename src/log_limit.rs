@@ -23,15 +23,22 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-/// `name` as a log line shows it: escaped (`{:?}` style, quotes included), and
-/// past [`LOG_NAME_MAX_CHARS`] escaped characters cut, with its byte length.
+/// `name` as a log line shows it: in quotes, escaped (`{:?}` style), and cut
+/// between two characters once [`LOG_NAME_MAX_CHARS`] escaped characters are
+/// reached, with its byte length then.
 pub fn shorten(name: &str) -> String {
-    let escaped = format!("{name:?}");
-    if escaped.chars().count() <= LOG_NAME_MAX_CHARS {
-        return escaped;
+    let mut out = String::from("\"");
+    let mut shown = 0;
+    for c in name.chars() {
+        let escaped = c.escape_debug();
+        if shown + escaped.len() > LOG_NAME_MAX_CHARS {
+            let _ = write!(out, "\"...(name of {} bytes)", name.len());
+            return out;
+        }
+        shown += escaped.len();
+        out.extend(escaped);
     }
-    let mut out: String = escaped.chars().take(LOG_NAME_MAX_CHARS).collect();
-    let _ = write!(out, "...(name of {} bytes)", name.len());
+    out.push('"');
     out
 }
 
@@ -177,10 +184,14 @@ mod tests {
     #[test]
     fn names_are_escaped_and_cut() {
         assert_eq!(shorten("ann"), "\"ann\"");
+        assert_eq!(shorten("a\"b\n"), "\"a\\\"b\\n\"");
         let hostile = "\x01".repeat(1024);
         let short = shorten(&hostile);
         assert!(short.len() < LOG_NAME_MAX_CHARS + 40, "{short}");
-        assert!(short.ends_with("...(name of 1024 bytes)"), "{short}");
+        assert!(
+            short.ends_with("\\u{1}\"...(name of 1024 bytes)"),
+            "{short}"
+        );
         assert!(!short.contains('\x01'));
         // Cut on a character boundary.
         let wide = "é".repeat(1000);
