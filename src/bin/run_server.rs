@@ -214,14 +214,16 @@ fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
             Ok(c) => text.push_str(&line(&name, &c.salt, &c.verifier)),
             Err(why) => {
                 unusable += 1;
-                text.push_str(&format!("{name:<32}  UNUSABLE (cannot log in): {why}\n"));
+                text.push_str(&format!(
+                    "{name:<32}  UNUSABLE for the classic login: {why}\n"
+                ));
             }
         }
     }
     text.push_str(&format!("{} users", users.len()));
     if unusable > 0 {
         text.push_str(&format!(
-            ", {unusable} unusable (they take the unknown-name path at login)"
+            ", {unusable} unusable for the classic login (the unknown-name path)"
         ));
     }
     text.push('\n');

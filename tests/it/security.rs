@@ -111,7 +111,7 @@ fn list_users_names_unusable_rows_and_escapes_names() {
     );
     assert!(out.contains("\\u{1b}]0;owned\\u{7}"), "{out}");
     assert!(
-        out.contains("UNUSABLE (cannot log in): verifier (password column) is NULL"),
+        out.contains("UNUSABLE for the classic login: verifier (password column) is NULL"),
         "{out}"
     );
     assert!(out.contains("3 users, 2 unusable"), "{out}");
