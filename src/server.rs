@@ -225,7 +225,7 @@ impl Server {
     /// thread does per client, so it is back in `accept` within microseconds.
     fn hand_off(&self, sock: TcpStream) {
         let Some(slot) = SessionSlot::claim(&self.sessions, self.max_sessions) else {
-            refuse_busy(sock);
+            refuse_busy(sock, &self.services);
             return;
         };
         let services = self.services.clone();
@@ -317,12 +317,14 @@ fn prioritise_accept_thread() -> &'static str {
     "ordinary scheduling"
 }
 
-/// `Error: server busy`, written by the accepting thread.
-fn refuse_busy(sock: TcpStream) {
-    log::warn!(
-        "session cap reached: refusing {}",
-        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
+/// `Error: server busy`, written by the accepting thread. The warning is
+/// rate-limited per source like a session's (a flood of connections must not
+/// become a flood of log lines).
+fn refuse_busy(sock: TcpStream, services: &Services) {
+    if let Ok(peer) = sock.peer_addr() {
+        let line = format!("session cap reached: refusing {peer}");
+        services.log_limit.warn(peer.ip().to_canonical(), line);
+    }
     say_goodbye(sock, error::SERVER_BUSY_FRAME);
 }
 

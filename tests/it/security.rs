@@ -303,3 +303,51 @@ fn a_client_that_never_reads_loses_its_session_on_time() {
         "{queued} bytes held for a peer that never reads"
     );
 }
+
+/// Refusals at the session cap are rate-limited like a session's warnings.
+#[test]
+fn a_connection_flood_is_not_a_log_flood() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    const FLOOD: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_run_server"))
+        .args(["--port", "0", "--max-sessions", "1", "--db"])
+        .arg(dir.path().join("users.db"))
+        .env("DCCN_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr: std::net::SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        bytes
+    });
+    let mut holder = TestClient::connect(addr);
+    holder.expect_greeting();
+    for _ in 0..FLOOD {
+        let mut c = TestClient::connect(addr);
+        assert_eq!(c.line(), "Error: server busy");
+    }
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let log = String::from_utf8_lossy(&log.join().unwrap()).into_owned();
+    let written = log.matches("] session cap reached").count();
+    assert_eq!(written, dccn_auth::config::LOG_WARN_BURST as usize, "{log}");
+    let folded = FLOOD - written;
+    assert!(
+        log.contains(&format!("127.0.0.1: {folded} more warnings folded")),
+        "{log}"
+    );
+}
