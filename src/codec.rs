@@ -10,7 +10,7 @@
 //! one turn goes out in one write right before the next read (one write per turn,
 //! so Nagle and delayed ACKs never stall a reply).
 
-use crate::config::MAX_LINE_BYTES;
+use crate::config::{MAX_LINE_BYTES, TURN_WRITE_LIMIT};
 use crate::protocol::error;
 use crate::transport::Transport;
 use std::fmt;
@@ -67,6 +67,8 @@ pub struct LineConn<T> {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// The total time one turn's output may take to be written.
+    write_limit: Duration,
 }
 
 impl<T: Transport> LineConn<T> {
@@ -77,7 +79,14 @@ impl<T: Transport> LineConn<T> {
             start: 0,
             end: 0,
             out: Vec::with_capacity(512),
+            write_limit: TURN_WRITE_LIMIT,
         }
+    }
+
+    /// Sets the total time one turn's output may take ([`TURN_WRITE_LIMIT`]
+    /// unless changed).
+    pub fn set_write_limit(&mut self, limit: Duration) {
+        self.write_limit = limit;
     }
 
     /// Queues one line (the LF is added); nothing is written until [`flush`](Self::flush).
@@ -86,9 +95,12 @@ impl<T: Transport> LineConn<T> {
         self.out.push(b'\n');
     }
 
-    /// Writes everything queued in one go.
+    /// Writes everything queued in one go, within the write limit counted from
+    /// now (a deadline for the whole turn, not for each write call).
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
+            self.io
+                .set_write_deadline(Some(Instant::now() + self.write_limit));
             let result = self.io.write_all(&self.out).and_then(|()| self.io.flush());
             self.out.clear();
             result?;

@@ -37,6 +37,13 @@ pub const MAX_PROMPT_TRIES: u32 = 3;
 /// How long one write may block before the peer is given up on (a client that
 /// never reads must not pin a thread).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The total time one turn's output may take to be written: a peer that stops
+/// reading loses its session after this, however the writes trickle.
+pub const TURN_WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// Kernel send buffer of a session's socket (`SO_SNDBUF`; Linux doubles it for
+/// its bookkeeping). A turn's output is a few hundred bytes, so this bounds what
+/// a peer that never reads can pin in the server's kernel without slowing anyone.
+pub const SESSION_SEND_BUFFER_BYTES: usize = 32 * 1024;
 /// Write timeout for the best-effort `Error: server busy` sent by the accept loop.
 pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Threads blocked in `accept` on the listener: while one hands a client off,
@@ -84,8 +91,18 @@ pub const ADDR_FAILURE_SPAN: Duration = Duration::from_secs(600);
 pub const THROTTLE_BASE_WINDOW: Duration = Duration::from_secs(1);
 /// Throttling: the window never grows past this.
 pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
-/// Throttling: keys kept in memory at most (the oldest go first).
+/// Throttling: keys kept in memory at most (expired keys go first, then the
+/// oldest with no open window; a key with an open window is never dropped).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
+
+/// Logs: characters of a name (escaped) one log line shows at most.
+pub const LOG_NAME_MAX_CHARS: usize = 48;
+/// Logs: warnings written per source address (IPv6 by /64) per window; the rest
+/// are folded into one summary line.
+pub const LOG_WARN_BURST: u32 = 10;
+pub const LOG_WARN_WINDOW: Duration = Duration::from_secs(60);
+/// Logs: sources whose warnings are counted apart at most (the rest share one count).
+pub const LOG_LIMIT_MAX_SOURCES: usize = 10_000;
 
 /// Client: longest wait for the TCP handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,6 +20,7 @@
 //! - [`rules`]: the username and password rules.
 //! - [`store`]: the `USERS` table, durable registrations with group commit.
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
+//! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`descriptors`]: the open-files limit, the session cap that fits under it,
@@ -39,6 +40,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod descriptors;
+pub mod log_limit;
 pub mod protocol;
 pub mod rules;
 pub mod server;

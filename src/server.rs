@@ -18,7 +18,7 @@ use crate::address::AddressKey;
 use crate::codec::LineConn;
 use crate::config::{
     ServerConfig, ACCEPT_THREADS, ACCEPT_WAKE_LIMIT, ACCEPT_WARNING_EVERY, BUSY_WRITE_TIMEOUT,
-    WRITE_TIMEOUT,
+    SESSION_SEND_BUFFER_BYTES, WRITE_TIMEOUT,
 };
 use crate::descriptors::{self, is_out_of_descriptors, SpareDescriptor};
 use crate::protocol::error;
@@ -309,7 +309,7 @@ impl Server {
             match accepted {
                 Ok((sock, peer)) => {
                     if let Err(cap) = self.hand_off(sock, peer) {
-                        warnings.busy(peer, cap);
+                        warnings.busy(&self.services, peer, cap);
                     }
                 }
                 Err(e) if is_out_of_descriptors(&e) => {
@@ -321,7 +321,7 @@ impl Server {
                         Some(peer)
                     });
                     match refused.flatten() {
-                        Some(peer) => warnings.busy(peer, Cap::Files),
+                        Some(peer) => warnings.busy(&self.services, peer, Cap::Files),
                         None => {
                             warnings.accept_failed(&e);
                             // Give sessions a moment to end rather than spin,
@@ -453,74 +453,53 @@ fn prioritise_accept_thread() -> &'static str {
     "ordinary scheduling"
 }
 
-/// The accept loop's warnings, at most one line per [`ACCEPT_WARNING_EVERY`]
-/// per kind: a flood of refused connections must not flood the log. A line
-/// says how many like it were folded into it since the last one.
+/// The accept loop's warnings. A refusal is rate-limited per source like a
+/// session's warnings ([`LogLimit`](crate::log_limit::LogLimit)); accept
+/// failures (no source to blame) at most one line per [`ACCEPT_WARNING_EVERY`],
+/// with the count of those folded into it. A flood of connections must not
+/// become a flood of log lines.
 #[derive(Default)]
 struct AcceptWarnings {
-    busy: Folded,
-    failed: Folded,
-}
-
-/// A kind of warning with its last line's time and the lines folded since.
-#[derive(Default)]
-struct Folded {
-    last: Option<Instant>,
-    folded: u64,
-}
-
-impl Folded {
-    /// `Some(folded)` when a line may be written now.
-    fn due(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < ACCEPT_WARNING_EVERY)
-        {
-            self.folded += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.folded))
-    }
-}
-
-/// ", and 12 more since the last such line" (or nothing).
-fn and_more(folded: u64) -> String {
-    match folded {
-        0 => String::new(),
-        n => format!(" (and {n} more since the last such line)"),
-    }
+    failed_last: Option<Instant>,
+    failed_folded: u64,
 }
 
 impl AcceptWarnings {
-    fn busy(&mut self, peer: SocketAddr, cap: Cap) {
-        let Some(folded) = self.busy.due() else {
-            return;
-        };
-        let more = and_more(folded);
-        match cap {
-            Cap::Global => log::warn!("session cap reached: refused {peer}{more}"),
-            Cap::Address => log::warn!(
-                "per-address session cap reached for {}: refused {peer}{more}",
+    fn busy(&mut self, services: &Services, peer: SocketAddr, cap: Cap) {
+        let line = match cap {
+            Cap::Global => format!("session cap reached: refused {peer}"),
+            Cap::Address => format!(
+                "per-address session cap reached for {}: refused {peer}",
                 AddressKey::of(peer.ip())
             ),
-            Cap::Files => log::warn!("out of file descriptors: refused {peer}{more}"),
-        }
+            Cap::Files => format!("out of file descriptors: refused {peer}"),
+        };
+        services.log_limit.warn(peer.ip().to_canonical(), line);
     }
 
     fn accept_failed(&mut self, e: &io::Error) {
-        if let Some(folded) = self.failed.due() {
-            log::warn!("accept failed: {e}{}", and_more(folded));
+        let now = Instant::now();
+        if self
+            .failed_last
+            .is_some_and(|last| now.duration_since(last) < ACCEPT_WARNING_EVERY)
+        {
+            self.failed_folded += 1;
+            return;
+        }
+        self.failed_last = Some(now);
+        match std::mem::take(&mut self.failed_folded) {
+            0 => log::warn!("accept failed: {e}"),
+            n => log::warn!("accept failed: {e} (and {n} more since the last such line)"),
         }
     }
 
-    /// The count of lines folded since the last one written, at the end.
+    /// The count of failures folded since the last line, at the end.
     fn flush(&mut self) {
-        for (what, kind) in [("refusals", &self.busy), ("accept failures", &self.failed)] {
-            if kind.folded > 0 {
-                log::warn!("{} more {what} not logged one by one", kind.folded);
-            }
+        if self.failed_folded > 0 {
+            log::warn!(
+                "{} more accept failures not logged one by one",
+                self.failed_folded
+            );
         }
     }
 }
@@ -550,7 +529,11 @@ fn serve_client(
     let ip: IpAddr = peer.ip().to_canonical();
     // Replies are one write per turn; Nagle would only delay them.
     let _ = sock.set_nodelay(true);
+    // Writes are bounded per turn by the transport's write deadline (see
+    // `LineConn::flush`); this timeout only covers the TLS handshake's writes.
     let _ = sock.set_write_timeout(Some(WRITE_TIMEOUT));
+    // A peer that never reads pins at most this much of the kernel's memory.
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SESSION_SEND_BUFFER_BYTES);
     let sock = Arc::new(sock);
     slot.register_socket(sock.clone());
     // Shutdown may have begun before the socket was registered.
@@ -566,7 +549,7 @@ fn serve_client(
         Some(config) => match tls::accept(config, tcp, started + services.login_timeout) {
             Ok(stream) => run_session(stream, services, ip),
             Err(e) => {
-                log::warn!("{peer} {e}");
+                services.log_limit.warn(ip, format!("{peer} {e}"));
                 return;
             }
         },
@@ -577,7 +560,8 @@ fn serve_client(
         Ok(End::Quit) => log::info!("{peer} {mode} session of {lasted:.1}s: quit"),
         Ok(End::Gone(why)) => log::info!("{peer} {mode} session of {lasted:.1}s: {why}"),
         Ok(End::Fatal(reason)) => {
-            log::warn!("{peer} {mode} session of {lasted:.1}s: closed, {reason}")
+            let line = format!("{peer} {mode} session of {lasted:.1}s: closed, {reason}");
+            services.log_limit.warn(ip, line);
         }
         Err(_) => log::error!("{peer} {mode} session panicked; other sessions go on"),
     }
@@ -586,7 +570,8 @@ fn serve_client(
 
 /// Runs one session over any transport; a panic inside stays inside.
 fn run_session<T: Transport>(io: T, services: &Services, ip: IpAddr) -> thread::Result<End> {
-    let conn = LineConn::new(io);
+    let mut conn = LineConn::new(io);
+    conn.set_write_limit(services.turn_write_limit);
     panic::catch_unwind(AssertUnwindSafe(|| Session::new(conn, services, ip).run()))
 }
 

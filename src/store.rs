@@ -16,7 +16,8 @@
 //! (group commit, see [`UserStore::register`]), so many of them cost one sync.
 
 use crate::config::STORE_BUSY_TIMEOUT;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -48,6 +49,100 @@ pub struct UserRecord {
     /// `hex(SHA-256(salt || password))`, never the password.
     pub verifier: String,
     pub salt: String,
+}
+
+/// Hex digits of a stored classic verifier (SHA-256) and of a salt (16 bytes).
+pub const VERIFIER_HEX_LEN: usize = 64;
+pub const SALT_HEX_LEN: usize = 32;
+
+/// A user's row as read back: the name, and its classic credentials if the row
+/// can take part in the salt/nonce challenge at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub login: String,
+    pub classic: Result<ClassicVerifier, UnusableRow>,
+}
+
+/// Classic credentials that passed [`ClassicVerifier::parse`]: a verifier of 64
+/// and a salt of 32 lowercase hex digits, what this server and the original write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicVerifier {
+    pub verifier: String,
+    pub salt: String,
+}
+
+/// Why a row cannot log in by the classic challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnusableRow {
+    Verifier(ColumnFault),
+    Salt(ColumnFault),
+}
+
+/// What is wrong with one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnFault {
+    Null,
+    /// Stored as another SQLite type (`"a BLOB"`, `"an integer"` ...).
+    NotText(&'static str),
+    /// Text, but not `want` lowercase hex digits; `chars` is its length.
+    NotHex {
+        want: usize,
+        chars: usize,
+    },
+}
+
+impl ClassicVerifier {
+    /// Checks a row's two columns. Anything but lowercase hex of the right length
+    /// (empty, NULL, a marker, a salt holding a newline ...) is refused here, so an
+    /// odd row can neither be answered with a guessable hash nor inject lines
+    /// into the challenge: the session treats it as an unknown name.
+    pub fn parse(verifier: ValueRef<'_>, salt: ValueRef<'_>) -> Result<Self, UnusableRow> {
+        let verifier = hex_column(verifier, VERIFIER_HEX_LEN).map_err(UnusableRow::Verifier)?;
+        let salt = hex_column(salt, SALT_HEX_LEN).map_err(UnusableRow::Salt)?;
+        Ok(ClassicVerifier { verifier, salt })
+    }
+}
+
+fn hex_column(value: ValueRef<'_>, want: usize) -> Result<String, ColumnFault> {
+    let bytes = match value {
+        ValueRef::Text(bytes) => bytes,
+        ValueRef::Null => return Err(ColumnFault::Null),
+        ValueRef::Blob(_) => return Err(ColumnFault::NotText("a BLOB")),
+        ValueRef::Integer(_) => return Err(ColumnFault::NotText("an integer")),
+        ValueRef::Real(_) => return Err(ColumnFault::NotText("a real number")),
+    };
+    let is_hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+    if bytes.len() == want && bytes.iter().all(is_hex) {
+        // All ASCII, so valid UTF-8.
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    } else {
+        Err(ColumnFault::NotHex {
+            want,
+            chars: String::from_utf8_lossy(bytes).chars().count(),
+        })
+    }
+}
+
+impl fmt::Display for UnusableRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (column, fault) = match self {
+            UnusableRow::Verifier(fault) => ("verifier (password column)", fault),
+            UnusableRow::Salt(fault) => ("salt", fault),
+        };
+        match fault {
+            ColumnFault::Null => write!(f, "{column} is NULL"),
+            ColumnFault::NotText(kind) => write!(f, "{column} is {kind}, not text"),
+            ColumnFault::NotHex { want, chars } => write!(
+                f,
+                "{column} is not {want} lowercase hex digits ({chars} characters)"
+            ),
+        }
+    }
+}
+
+fn stored_user(login: String, r: &Row<'_>, first: usize) -> rusqlite::Result<StoredUser> {
+    let classic = ClassicVerifier::parse(r.get_ref(first)?, r.get_ref(first + 1)?);
+    Ok(StoredUser { login, classic })
 }
 
 /// Result of a registration that reached the database.
@@ -174,18 +269,12 @@ impl UserStore {
         &self.secret
     }
 
-    /// The user named exactly `login`, if any.
-    pub fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+    /// The user named exactly `login`, if any, with its row checked.
+    pub fn find(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached("SELECT password, salt FROM USERS WHERE login = ?1")?;
         let row = stmt
-            .query_row(params![login], |r| {
-                Ok(UserRecord {
-                    login: login.to_string(),
-                    verifier: r.get(0)?,
-                    salt: r.get(1)?,
-                })
-            })
+            .query_row(params![login], |r| stored_user(login.to_string(), r, 0))
             .optional()?;
         Ok(row)
     }
@@ -267,16 +356,17 @@ impl UserStore {
         Ok(lock(&self.db).pragma_query_value(None, "page_count", |r| r.get(0))?)
     }
 
-    /// Every user, sorted by name (for the offline admin listing).
-    pub fn list(&self) -> Result<Vec<UserRecord>, StoreError> {
+    /// Every user, sorted by name, with its row checked (for the offline admin
+    /// listing). A name that is not valid UTF-8 is shown with U+FFFD.
+    pub fn list(&self) -> Result<Vec<StoredUser>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare("SELECT login, password, salt FROM USERS ORDER BY login")?;
         let rows = stmt.query_map([], |r| {
-            Ok(UserRecord {
-                login: r.get(0)?,
-                verifier: r.get(1)?,
-                salt: r.get(2)?,
-            })
+            let login = match r.get_ref(0)? {
+                ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                other => format!("{:?}", other.data_type()),
+            };
+            stored_user(login, r, 1)
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -316,14 +406,19 @@ fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto;
     use std::sync::Arc;
 
     fn record(name: &str) -> UserRecord {
         UserRecord {
             login: name.into(),
-            verifier: format!("v-{name}"),
-            salt: format!("s-{name}"),
+            verifier: crypto::verifier("0123456789abcdef0123456789abcdef", name),
+            salt: "0123456789abcdef0123456789abcdef".into(),
         }
+    }
+
+    fn found(store: &UserStore, name: &str) -> Option<StoredUser> {
+        store.find(name).unwrap()
     }
 
     #[test]
@@ -339,11 +434,17 @@ mod tests {
             store.register(record("ann")).unwrap(),
             Registration::NameTaken
         );
-        assert_eq!(store.find("ann").unwrap(), Some(record("ann")));
+        let ann = record("ann");
+        let classic = ClassicVerifier {
+            verifier: ann.verifier.clone(),
+            salt: ann.salt.clone(),
+        };
+        assert_eq!(found(&store, "ann").unwrap().classic, Ok(classic));
         assert!(store.exists("ann").unwrap());
         assert!(!store.exists("Ann").unwrap(), "names are case-sensitive");
-        assert!(store.change_password("ann", "v2", "s2").unwrap());
-        assert_eq!(store.find("ann").unwrap().unwrap().verifier, "v2");
+        let v2 = "f".repeat(64);
+        assert!(store.change_password("ann", &v2, &ann.salt).unwrap());
+        assert_eq!(found(&store, "ann").unwrap().classic.unwrap().verifier, v2);
         assert!(store.delete("ann").unwrap());
         assert!(!store.delete("ann").unwrap());
         assert!(!store.change_password("ann", "v3", "s3").unwrap());
@@ -408,5 +509,75 @@ mod tests {
         assert_eq!(won, 4 * 25);
         assert_eq!(outcomes.len() - won, 4 * 25);
         assert_eq!(store.list().unwrap().len(), 100);
+    }
+
+    #[test]
+    fn odd_rows_are_unusable_and_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
+        let good_v = "a".repeat(64);
+        let good_s = "b".repeat(32);
+        {
+            let db = lock(&store.db);
+            let put = |name: &str, v: rusqlite::types::Value, s: rusqlite::types::Value| {
+                db.execute("INSERT INTO USERS VALUES (?1, ?2, ?3)", params![name, v, s])
+                    .unwrap();
+            };
+            use rusqlite::types::Value::{Blob, Integer, Null, Text};
+            put("good", Text(good_v.clone()), Text(good_s.clone()));
+            put("empty", Text(String::new()), Text(good_s.clone()));
+            put("marker", Text("!".into()), Text(good_s.clone()));
+            put("upper", Text(good_v.to_uppercase()), Text(good_s.clone()));
+            put("nullv", Null, Text(good_s.clone()));
+            put(
+                "blobv",
+                Blob(good_v.clone().into_bytes()),
+                Text(good_s.clone()),
+            );
+            put("nulls", Text(good_v.clone()), Null);
+            put("ints", Text(good_v.clone()), Integer(7));
+            let injected = format!("{}\nAccess granted!", &good_s[..16]);
+            put("newline", Text(good_v.clone()), Text(injected));
+        }
+        use ColumnFault::*;
+        let want = [
+            ("good", None),
+            (
+                "empty",
+                Some(UnusableRow::Verifier(NotHex { want: 64, chars: 0 })),
+            ),
+            (
+                "marker",
+                Some(UnusableRow::Verifier(NotHex { want: 64, chars: 1 })),
+            ),
+            (
+                "upper",
+                Some(UnusableRow::Verifier(NotHex {
+                    want: 64,
+                    chars: 64,
+                })),
+            ),
+            ("nullv", Some(UnusableRow::Verifier(Null))),
+            ("blobv", Some(UnusableRow::Verifier(NotText("a BLOB")))),
+            ("nulls", Some(UnusableRow::Salt(Null))),
+            // TEXT affinity stores the integer 7 as the text "7".
+            (
+                "ints",
+                Some(UnusableRow::Salt(NotHex { want: 32, chars: 1 })),
+            ),
+            (
+                "newline",
+                Some(UnusableRow::Salt(NotHex {
+                    want: 32,
+                    chars: 32,
+                })),
+            ),
+        ];
+        for (name, fault) in want {
+            let user = found(&store, name).expect(name);
+            assert_eq!(user.classic.err(), fault, "{name}");
+        }
+        assert_eq!(store.list().unwrap().len(), 9, "list reads odd rows too");
+        assert_eq!(UnusableRow::Salt(Null).to_string(), "salt is NULL",);
     }
 }

@@ -9,11 +9,25 @@
 //!   every try from the address is refused with the same doubling window. A
 //!   success does not reset it.
 //!
+//! A source address is its [`AddressKey`]: an IPv4 address, or an IPv6 /64 (one
+//! host holds a whole /64, so counting its addresses apart would multiply its
+//! guesses by millions).
+//!
 //! A refused try is answered at once (no thread sleeps) and is not counted.
-//! Memory is bounded: expired entries are pruned and at most
-//! [`THROTTLE_MAX_KEYS`] keys are kept, the oldest going first. Usernames are
-//! kept as keyed 64-bit hashes, so long names cost no more than short ones.
+//! The decision and the counting are one step: [`Throttle::begin`] counts an
+//! allowed try as pending under the same lock, and a pending try counts as a
+//! failure to come, so answers arriving together on many cores get no more
+//! checks than answers arriving one by one.
+//! Memory is bounded: at most [`THROTTLE_MAX_KEYS`] keys are kept. Room for a
+//! new key is made by dropping expired keys first (nothing to refuse, no failure
+//! within the span), then the oldest keys with no open window; a key whose window
+//! is still open is never dropped, since forgetting it would unblock its source.
+//! When every key holds an open window, a new key is refused rather than any
+//! kept key forgotten (its try is refused unchecked, failing closed).
+//! Usernames are kept as keyed 64-bit hashes, so long names cost no more than
+//! short ones.
 
+use crate::address::AddressKey;
 use crate::config::{
     ADDR_FAILURE_SPAN, ADDR_FREE_FAILURES, PAIR_FREE_FAILURES, THROTTLE_BASE_WINDOW,
     THROTTLE_MAX_KEYS, THROTTLE_MAX_WINDOW,
@@ -21,7 +35,6 @@ use crate::config::{
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,12 +45,14 @@ const ADDR_FAILURES_KEPT: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PairKey {
     user_hash: u64,
-    addr: IpAddr,
+    addr: AddressKey,
 }
 
 #[derive(Debug)]
 struct PairEntry {
     consecutive_failures: u32,
+    /// Tries allowed and not yet settled: each may still be a failure.
+    pending: u32,
     blocked_until: Option<Instant>,
     last_failure: Instant,
 }
@@ -46,13 +61,22 @@ struct PairEntry {
 struct AddrEntry {
     /// Times of the latest failures, oldest first, none older than the span.
     failures: VecDeque<Instant>,
+    /// Tries allowed and not yet settled: each may still be a failure.
+    pending: u32,
     blocked_until: Option<Instant>,
+}
+
+impl AddrEntry {
+    fn recent_failures(&self, now: Instant) -> u32 {
+        let recent = |t: &&Instant| now.saturating_duration_since(**t) <= ADDR_FAILURE_SPAN;
+        self.failures.iter().filter(recent).count() as u32
+    }
 }
 
 #[derive(Default)]
 struct State {
     pairs: HashMap<PairKey, PairEntry>,
-    addrs: HashMap<IpAddr, AddrEntry>,
+    addrs: HashMap<AddressKey, AddrEntry>,
     last_prune: Option<Instant>,
 }
 
@@ -70,6 +94,8 @@ pub struct ThrottleStats {
     pub failures: AtomicU64,
     /// Tries refused unchecked inside a window.
     pub refused: AtomicU64,
+    /// Tries refused because every kept key held an open window (no room).
+    pub refused_full: AtomicU64,
 }
 
 impl Default for Throttle {
@@ -95,7 +121,7 @@ impl Throttle {
         }
     }
 
-    fn key(&self, user: &str, addr: IpAddr) -> PairKey {
+    fn key(&self, user: &str, addr: AddressKey) -> PairKey {
         PairKey {
             user_hash: self.hasher.hash_one(user),
             addr,
@@ -106,44 +132,123 @@ impl Throttle {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// May a try for `user` from `addr` be checked now? `false`: refuse it
-    /// unchecked and do not count it.
-    pub fn allows(&self, user: &str, addr: IpAddr, now: Instant) -> bool {
+    /// Would a try for `user` from `addr` be checked now? A query only (for
+    /// tests and tools): sessions use [`begin`](Self::begin), which decides and
+    /// counts the try as pending under one lock.
+    pub fn allows(&self, user: &str, addr: impl Into<AddressKey>, now: Instant) -> bool {
+        let addr = addr.into();
         let key = self.key(user, addr);
         let state = self.lock();
-        let blocked = |until: Option<Instant>| until.is_some_and(|t| now < t);
-        let pair_blocked = state
-            .pairs
-            .get(&key)
-            .is_some_and(|e| blocked(e.blocked_until));
-        let addr_blocked = state
-            .addrs
-            .get(&addr)
-            .is_some_and(|e| blocked(e.blocked_until));
-        !(pair_blocked || addr_blocked)
+        Self::verdict(&state, &key, now)
+    }
+
+    /// Checked if no window is open and, counting every pending try as a
+    /// failure to come, none would open: so tries arriving together get no more
+    /// checks than tries arriving one by one.
+    fn verdict(state: &State, key: &PairKey, now: Instant) -> bool {
+        let open = |until: Option<Instant>| until.is_some_and(|t| now < t);
+        let pair_ok = state.pairs.get(key).is_none_or(|e| {
+            !open(e.blocked_until)
+                && (e.pending == 0 || e.consecutive_failures + e.pending < PAIR_FREE_FAILURES)
+        });
+        let addr_ok = state.addrs.get(&key.addr).is_none_or(|e| {
+            !open(e.blocked_until)
+                && (e.pending == 0 || e.recent_failures(now) + e.pending < ADDR_FREE_FAILURES)
+        });
+        pair_ok && addr_ok
+    }
+
+    /// Decides whether a try for `user` from `addr` may be checked, and if so
+    /// counts it as pending in the same critical section. `None`: refuse it
+    /// unchecked (not counted), also when it would need a new key and no room
+    /// can be made without forgetting an open window. Settle the returned
+    /// [`CheckedTry`] with [`failed`](CheckedTry::failed) or
+    /// [`succeeded`](CheckedTry::succeeded); dropped unsettled, it only
+    /// stops being pending.
+    pub fn begin(
+        &self,
+        user: &str,
+        addr: impl Into<AddressKey>,
+        now: Instant,
+    ) -> Option<CheckedTry<'_>> {
+        let addr = addr.into();
+        let key = self.key(user, addr);
+        let mut state = self.lock();
+        if !Self::verdict(&state, &key, now) {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let new_keys = usize::from(!state.pairs.contains_key(&key))
+            + usize::from(!state.addrs.contains_key(&addr));
+        if !Self::make_room(&mut state, new_keys, now) {
+            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Self::pair_entry(&mut state, key, now).pending += 1;
+        Self::addr_entry(&mut state, addr).pending += 1;
+        Some(CheckedTry {
+            throttle: self,
+            key,
+            settled: false,
+        })
+    }
+
+    fn pair_entry(state: &mut State, key: PairKey, now: Instant) -> &mut PairEntry {
+        state.pairs.entry(key).or_insert(PairEntry {
+            consecutive_failures: 0,
+            pending: 0,
+            blocked_until: None,
+            last_failure: now,
+        })
+    }
+
+    fn addr_entry(state: &mut State, addr: AddressKey) -> &mut AddrEntry {
+        state.addrs.entry(addr).or_insert(AddrEntry {
+            failures: VecDeque::new(),
+            pending: 0,
+            blocked_until: None,
+        })
+    }
+
+    /// One pending try of `key` is settled (or abandoned).
+    fn settle(state: &mut State, key: &PairKey) {
+        if let Some(e) = state.pairs.get_mut(key) {
+            e.pending = e.pending.saturating_sub(1);
+        }
+        if let Some(e) = state.addrs.get_mut(&key.addr) {
+            e.pending = e.pending.saturating_sub(1);
+        }
     }
 
     /// A checked try failed.
-    pub fn record_failure(&self, user: &str, addr: IpAddr, now: Instant) {
-        self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        let key = self.key(user, addr);
-        let mut state = self.lock();
+    pub fn record_failure(&self, user: &str, addr: impl Into<AddressKey>, now: Instant) {
+        let key = self.key(user, addr.into());
+        self.failed(key, false, now);
+    }
 
-        let pair = state.pairs.entry(key).or_insert(PairEntry {
-            consecutive_failures: 0,
-            blocked_until: None,
-            last_failure: now,
-        });
+    fn failed(&self, key: PairKey, was_pending: bool, now: Instant) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let addr = key.addr;
+        let mut state = self.lock();
+        if was_pending {
+            Self::settle(&mut state, &key);
+        }
+        Self::prune_if_due(&mut state, now);
+        let new_keys = usize::from(!state.pairs.contains_key(&key))
+            + usize::from(!state.addrs.contains_key(&addr));
+        if !Self::make_room(&mut state, new_keys, now) {
+            // Only reachable without a prior `allows` (which made the room).
+            return;
+        }
+
+        let pair = Self::pair_entry(&mut state, key, now);
         pair.consecutive_failures = pair.consecutive_failures.saturating_add(1);
         pair.last_failure = now;
         if pair.consecutive_failures >= PAIR_FREE_FAILURES {
             pair.blocked_until = Some(now + window(pair.consecutive_failures, PAIR_FREE_FAILURES));
         }
 
-        let entry = state.addrs.entry(addr).or_insert(AddrEntry {
-            failures: VecDeque::new(),
-            blocked_until: None,
-        });
+        let entry = Self::addr_entry(&mut state, addr);
         while entry
             .failures
             .front()
@@ -159,14 +264,24 @@ impl Throttle {
         if recent >= ADDR_FREE_FAILURES {
             entry.blocked_until = Some(now + window(recent, ADDR_FREE_FAILURES));
         }
-
-        Self::prune_if_due(&mut state, now);
     }
 
     /// A checked try succeeded: the pair starts afresh (the address counter does not).
-    pub fn record_success(&self, user: &str, addr: IpAddr) {
-        let key = self.key(user, addr);
-        self.lock().pairs.remove(&key);
+    pub fn record_success(&self, user: &str, addr: impl Into<AddressKey>) {
+        let key = self.key(user, addr.into());
+        Self::reset_pair(&mut self.lock(), &key);
+    }
+
+    /// The pair starts afresh; its entry stays while other tries are pending.
+    fn reset_pair(state: &mut State, key: &PairKey) {
+        if let Some(e) = state.pairs.get_mut(key) {
+            if e.pending == 0 {
+                state.pairs.remove(key);
+            } else {
+                e.consecutive_failures = 0;
+                e.blocked_until = None;
+            }
+        }
     }
 
     pub fn stats(&self) -> &ThrottleStats {
@@ -183,53 +298,100 @@ impl Throttle {
         self.len() == 0
     }
 
-    /// Drops entries that can no longer refuse anything and, past the key limit,
-    /// the oldest ones. Runs at most once a second unless the table is full.
+    /// Drops expired entries (nothing to refuse, no failure within the span).
+    /// Runs at most once a second.
     fn prune_if_due(state: &mut State, now: Instant) {
-        let full = state.pairs.len() + state.addrs.len() > THROTTLE_MAX_KEYS;
         let due = state
             .last_prune
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
-        if !(full || due) {
-            return;
+        if due {
+            Self::prune_expired(state, now);
         }
+    }
+
+    fn prune_expired(state: &mut State, now: Instant) {
         state.last_prune = Some(now);
-        let active = |until: Option<Instant>| until.is_some_and(|t| now < t);
+        let open = |until: Option<Instant>| until.is_some_and(|t| now < t);
+        let recent = |t: Instant| now.saturating_duration_since(t) <= ADDR_FAILURE_SPAN;
         // A pair below the threshold is kept while its failures are recent.
-        state.pairs.retain(|_, e| {
-            active(e.blocked_until)
-                || now.saturating_duration_since(e.last_failure) <= ADDR_FAILURE_SPAN
-        });
+        state
+            .pairs
+            .retain(|_, e| e.pending > 0 || open(e.blocked_until) || recent(e.last_failure));
         state.addrs.retain(|_, e| {
-            active(e.blocked_until)
-                || e.failures
-                    .back()
-                    .is_some_and(|&t| now.saturating_duration_since(t) <= ADDR_FAILURE_SPAN)
+            e.pending > 0 || open(e.blocked_until) || e.failures.back().is_some_and(|&t| recent(t))
         });
-        let total = state.pairs.len() + state.addrs.len();
-        if total > THROTTLE_MAX_KEYS {
-            // Evict the oldest keys of either kind down to nine tenths of the
-            // limit in one pass, so a full table costs one sort per tenth of the
-            // limit failures, not a scan per failure.
-            let remove = total - THROTTLE_MAX_KEYS * 9 / 10;
-            let mut ages: Vec<(Instant, Key)> = state
-                .pairs
-                .iter()
-                .map(|(k, e)| (e.last_failure, Key::Pair(*k)))
-                .chain(
-                    state
-                        .addrs
-                        .iter()
-                        .map(|(a, e)| (e.failures.back().copied().unwrap_or(now), Key::Addr(*a))),
-                )
-                .collect();
-            ages.select_nth_unstable_by_key(remove - 1, |(t, _)| *t);
-            for (_, key) in ages.drain(..remove) {
+    }
+
+    /// Makes room for `new_keys` more keys; false if that would mean forgetting
+    /// a key whose window is open. When the table is full: expired keys go
+    /// first; then the oldest keys with no open window, down to nine tenths of
+    /// the limit in one pass (one sort per tenth of the limit, not a scan per
+    /// try); keys with an open window are never dropped.
+    fn make_room(state: &mut State, new_keys: usize, now: Instant) -> bool {
+        let len = |s: &State| s.pairs.len() + s.addrs.len();
+        if new_keys == 0 || len(state) + new_keys <= THROTTLE_MAX_KEYS {
+            return true;
+        }
+        Self::prune_expired(state, now);
+        if len(state) + new_keys <= THROTTLE_MAX_KEYS {
+            return true;
+        }
+        let open = |until: Option<Instant>| until.is_some_and(|t| now < t);
+        let mut closed: Vec<(Instant, Key)> = state
+            .pairs
+            .iter()
+            .filter(|(_, e)| e.pending == 0 && !open(e.blocked_until))
+            .map(|(k, e)| (e.last_failure, Key::Pair(*k)))
+            .chain(
+                state
+                    .addrs
+                    .iter()
+                    .filter(|(_, e)| e.pending == 0 && !open(e.blocked_until))
+                    .map(|(a, e)| (e.failures.back().copied().unwrap_or(now), Key::Addr(*a))),
+            )
+            .collect();
+        let target = (THROTTLE_MAX_KEYS * 9 / 10).min(THROTTLE_MAX_KEYS - new_keys);
+        let remove = (len(state) - target).min(closed.len());
+        if remove > 0 {
+            closed.select_nth_unstable_by_key(remove - 1, |(t, _)| *t);
+            for (_, key) in closed.drain(..remove) {
                 match key {
                     Key::Pair(k) => state.pairs.remove(&k).map(|_| ()),
                     Key::Addr(a) => state.addrs.remove(&a).map(|_| ()),
                 };
             }
+        }
+        len(state) + new_keys <= THROTTLE_MAX_KEYS
+    }
+}
+
+/// A try the throttle allowed to be checked, counted as pending until it is
+/// settled with its result.
+pub struct CheckedTry<'a> {
+    throttle: &'a Throttle,
+    key: PairKey,
+    settled: bool,
+}
+
+impl CheckedTry<'_> {
+    pub fn failed(mut self, now: Instant) {
+        self.settled = true;
+        self.throttle.failed(self.key, true, now);
+    }
+
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        let mut state = self.throttle.lock();
+        Throttle::settle(&mut state, &self.key);
+        Throttle::reset_pair(&mut state, &self.key);
+    }
+}
+
+impl Drop for CheckedTry<'_> {
+    fn drop(&mut self) {
+        // Abandoned (the session ended or panicked before the result).
+        if !self.settled {
+            Throttle::settle(&mut self.throttle.lock(), &self.key);
         }
     }
 }
@@ -237,13 +399,13 @@ impl Throttle {
 /// A key of either table, for eviction by age.
 enum Key {
     Pair(PairKey),
-    Addr(IpAddr),
+    Addr(AddressKey),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
@@ -339,5 +501,127 @@ mod tests {
         let later = t0 + ADDR_FAILURE_SPAN + S(2);
         t.record_failure("last", ip(200), later);
         assert_eq!(t.len(), 2);
+    }
+
+    /// The address `2001:db8:<net>:<host>`: `net` (32 bits) picks the /64,
+    /// `host` the address inside it.
+    fn v6(net: u32, host: u64) -> IpAddr {
+        let bits = (0x2001_0db8_u128 << 96) | (u128::from(net) << 64) | u128::from(host);
+        IpAddr::V6(Ipv6Addr::from(bits))
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_one_count() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        // 1,000 addresses of one /64 guess one name: only 5 are checked.
+        let mut checked = 0;
+        for host in 0..1000u64 {
+            let addr = v6(1, host.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            if t.allows("ann", addr, t0) {
+                checked += 1;
+                t.record_failure("ann", addr, t0);
+            }
+        }
+        assert_eq!(checked, 5);
+        assert!(
+            t.allows("ann", v6(2, 1), t0),
+            "another /64 is another source"
+        );
+        // The address counter too: 20 names from 20 addresses of one /64.
+        let t = Throttle::new();
+        for i in 0..20 {
+            t.record_failure(&format!("n{i}"), v6(3, i), t0);
+        }
+        assert!(!t.allows("zed", v6(3, 999), t0));
+        assert_eq!(t.len(), 21, "20 pairs and one address key");
+    }
+
+    #[test]
+    fn eviction_never_frees_an_open_window() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        // The attacker's own address is blocked for the longest window.
+        for i in 0..40 {
+            t.record_failure(&format!("n{i}"), ip(1), t0);
+        }
+        assert!(!t.allows("x", ip(1), t0));
+        // Then one failure each from many /64s (keys with no open window): the
+        // table fills and is evicted several times over.
+        let later = t0 + S(10);
+        for net in 0..THROTTLE_MAX_KEYS as u32 {
+            t.record_failure("victim", v6(net, 1), later);
+            assert!(t.len() <= THROTTLE_MAX_KEYS);
+        }
+        assert!(
+            t.len() > THROTTLE_MAX_KEYS / 2,
+            "evicted in bulk, not emptied"
+        );
+        assert!(
+            !t.allows("x", ip(1), later),
+            "still blocked: its key was kept"
+        );
+    }
+
+    #[test]
+    fn a_table_full_of_open_windows_refuses_new_keys() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        // Each source fails 20 times on one name: its pair and its address key
+        // both hold an open window.
+        let sources = (THROTTLE_MAX_KEYS / 2) as u32;
+        for net in 0..sources {
+            for _ in 0..ADDR_FREE_FAILURES {
+                t.record_failure("x", v6(net, 1), t0);
+            }
+        }
+        assert_eq!(t.len(), THROTTLE_MAX_KEYS);
+        let newcomer = v6(sources + 1, 1);
+        assert!(
+            t.begin("ann", newcomer, t0).is_none(),
+            "no room: refused, not forgotten"
+        );
+        assert_eq!(t.stats().refused_full.load(Ordering::Relaxed), 1);
+        assert!(
+            !t.allows("x", v6(0, 1), t0),
+            "the oldest window is still kept"
+        );
+        // Once the windows have closed, their keys may go and the newcomer is in.
+        let later = t0 + THROTTLE_MAX_WINDOW + S(1);
+        assert!(t.begin("ann", newcomer, later).is_some());
+    }
+
+    /// Many threads answer at the same moment for one (name, address) pair: the
+    /// check and the counting must not leave a gap where all of them pass.
+    #[test]
+    fn simultaneous_tries_on_one_pair_check_exactly_five() {
+        use std::sync::{Arc, Barrier};
+        const THREADS: usize = 64;
+        let t = Arc::new(Throttle::new());
+        let t0 = Instant::now();
+        // Every thread asks first, and only then do the checked ones fail: the
+        // widest possible gap between check and count.
+        let asked = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (t, asked) = (t.clone(), asked.clone());
+                std::thread::spawn(move || {
+                    let attempt = t.begin("ann", ip(1), t0);
+                    asked.wait();
+                    let checked = attempt.is_some();
+                    if let Some(a) = attempt {
+                        a.failed(t0);
+                    }
+                    checked
+                })
+            })
+            .collect();
+        let checked = threads
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&c| c)
+            .count();
+        assert_eq!(checked, PAIR_FREE_FAILURES as usize);
+        assert!(t.begin("ann", ip(1), t0).is_none());
     }
 }

@@ -8,6 +8,12 @@
 //!
 //! [`ensure_self_signed`] makes (once) and reuses a self-signed certificate for
 //! demos, naming `localhost`, `127.0.0.1` and the listening host.
+//!
+//! Private keys: a new one is written only into a file this start creates
+//! (`O_EXCL`, mode 0600 from the first byte), never into a file someone may have
+//! planted; and no key (self-signed or `--tls-key`) is used while its group or
+//! others may read or write it: the server refuses to start and names the file
+//! and the fix, as ssh does.
 
 use crate::config::{PLAIN_CLIENT_PROBE, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE};
 use crate::transport::{TcpTransport, Transport};
@@ -27,6 +33,10 @@ pub type TlsTransport = StreamOwned<ServerConnection, TcpTransport>;
 impl Transport for TlsTransport {
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.sock.set_deadline(deadline);
+    }
+
+    fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.sock.set_write_deadline(deadline);
     }
 
     fn close(&mut self) {
@@ -63,6 +73,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A rustls server config (TLS 1.3 and 1.2) from PEM files.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    check_private(&files.key)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect())
         .map_err(|e| {
@@ -111,6 +122,9 @@ pub fn ensure_self_signed(dir: &Path, host: &str) -> Result<SelfSigned, TlsError
         key: dir.join(SELF_SIGNED_KEY_FILE),
     };
     let created = !(files.cert.exists() && files.key.exists());
+    if !created {
+        check_private(&files.key)?;
+    }
     if created {
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         if !names.iter().any(|n| n == host) {
@@ -118,9 +132,13 @@ pub fn ensure_self_signed(dir: &Path, host: &str) -> Result<SelfSigned, TlsError
         }
         let made = rcgen::generate_simple_self_signed(names)
             .map_err(|e| TlsError(format!("cannot make a self-signed certificate: {e}")))?;
-        write_private(&files.key, made.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&files.cert, made.cert.pem())
-            .map_err(|e| TlsError(format!("cannot write {}: {e}", files.cert.display())))?;
+        // Both files are new: a leftover or planted one is never written into.
+        write_new(
+            &files.key,
+            made.signing_key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
+        write_new(&files.cert, made.cert.pem().as_bytes(), 0o644)?;
     }
     let der = CertificateDer::from_pem_file(&files.cert)
         .map_err(|e| TlsError(format!("cannot read {}: {e}", files.cert.display())))?;
@@ -131,19 +149,50 @@ pub fn ensure_self_signed(dir: &Path, host: &str) -> Result<SelfSigned, TlsError
     })
 }
 
-/// Writes a file only its owner can read (mode 0600 from its creation on).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+/// Creates `path` (it must not exist: `O_EXCL`, which also refuses a symlink)
+/// with `mode` from its creation on, and writes `bytes` into it.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
-    options
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| TlsError(format!("cannot write {}: {e}", path.display())))
+    #[cfg(not(unix))]
+    let _ = mode;
+    let result = options.open(path).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => TlsError(format!(
+            "{} already exists (left from an earlier setup, or planted): it is not \
+             written into; remove it, or give both files with --tls-cert and --tls-key",
+            path.display()
+        )),
+        _ => TlsError(format!("cannot write {}: {e}", path.display())),
+    })
+}
+
+/// Refuses a private key file its group or others may read or write.
+pub fn check_private(key: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(key)
+            .map_err(|e| TlsError(format!("cannot read {}: {e}", key.display())))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TlsError(format!(
+                "private key {} is open to others (mode {mode:04o}): a key others can \
+                 read or write is not a secret; fix it with: chmod 600 {}",
+                key.display(),
+                key.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// SHA-256 of a DER certificate, as `AB:CD:...` (the form `openssl x509

@@ -17,6 +17,11 @@ pub trait Transport: Read + Write + Send {
     /// Every read from now on must finish before `deadline` (`None`: no limit).
     fn set_deadline(&mut self, deadline: Option<Instant>);
 
+    /// Every write from now on must finish before `deadline`, however many
+    /// calls it takes (`None`: the socket's own timeout, if any). Streams in
+    /// memory never block and ignore it.
+    fn set_write_deadline(&mut self, _deadline: Option<Instant>) {}
+
     /// Ends the stream politely once the last line is flushed (TLS sends its
     /// close_notify here); plain streams have nothing to do.
     fn close(&mut self) {}
@@ -33,6 +38,7 @@ pub struct TcpTransport {
     deadline: Option<Instant>,
     /// The receive timeout the socket has now (`None`: none set).
     armed: Option<Duration>,
+    write_deadline: Option<Instant>,
 }
 
 /// How far a read may overrun its deadline before the socket's receive timeout
@@ -52,6 +58,7 @@ impl TcpTransport {
             sock,
             deadline: None,
             armed: None,
+            write_deadline: None,
         }
     }
 
@@ -118,8 +125,18 @@ impl Read for TcpTransport {
 }
 
 impl Write for TcpTransport {
+    /// Each call may block only for what is left of the write deadline, so a
+    /// peer reading a byte at a time cannot stretch a turn by renewing a
+    /// per-call timeout.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.sock).write(buf)
+        if let Some(deadline) = self.write_deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            self.sock.set_write_timeout(Some(left))?;
+        }
+        (&*self.sock).write(buf).map_err(map_timeout)
     }
     fn flush(&mut self) -> io::Result<()> {
         (&*self.sock).flush()
@@ -129,6 +146,10 @@ impl Write for TcpTransport {
 impl Transport for TcpTransport {
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+
+    fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.write_deadline = deadline;
     }
 
     /// Sends FIN, then reads and discards what the peer still sends, briefly.

@@ -64,19 +64,20 @@ fn fixture() -> Fixture {
     }
 }
 
-/// A fresh source address, so the throttle of one case does not leak into the next.
+/// A fresh source, so the throttle of one case does not leak into the next: a
+/// fresh IPv6 /64 (addresses inside one /64 are one source to the throttle).
 fn fresh_ip() -> IpAddr {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     IpAddr::V6(Ipv6Addr::new(
         0x2001,
         0xdb8,
-        0,
-        0,
-        0,
-        0,
         (n >> 16) as u16,
         n as u16,
+        0,
+        0,
+        0,
+        1,
     ))
 }
 
@@ -848,7 +849,8 @@ fn throttle_failures_stay_cheap_at_the_key_limit() {
         let start = Instant::now();
         for _ in 0..count {
             next += 1;
-            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | next));
+            // A new /64 each time (addresses inside one /64 are one source).
+            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (next << 64)));
             throttle.record_failure("alice", ip, now);
             assert!(
                 throttle.len() <= THROTTLE_MAX_KEYS + 2,

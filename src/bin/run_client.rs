@@ -160,7 +160,8 @@ fn run(cli: &Cli) -> Result<u8, ClientError> {
     let request = client::read_request(action, &args.user, &mut source)?;
     let outcome = Client::connect(&config, trace())?.run(&request)?;
     for line in &outcome.lines {
-        println!("{line}");
+        // Refusal texts carry the server's words: shown with controls escaped.
+        println!("{}", client::visible(line));
     }
     Ok(outcome.exit_code())
 }

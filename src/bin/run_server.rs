@@ -225,10 +225,28 @@ fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
         }
     };
     let mut text = line("USERNAME", "SALT", "VERIFIER");
+    let mut unusable = 0;
     for u in &users {
-        text.push_str(&line(&u.login, &u.salt, &u.verifier));
+        // Names come from whoever registered (or from an old database): escaped,
+        // so a control character cannot drive the operator's terminal.
+        let name = u.login.escape_debug().to_string();
+        match &u.classic {
+            Ok(c) => text.push_str(&line(&name, &c.salt, &c.verifier)),
+            Err(why) => {
+                unusable += 1;
+                text.push_str(&format!(
+                    "{name:<32}  UNUSABLE for the classic login: {why}\n"
+                ));
+            }
+        }
     }
-    text.push_str(&format!("{} users\n", users.len()));
+    text.push_str(&format!("{} users", users.len()));
+    if unusable > 0 {
+        text.push_str(&format!(
+            ", {unusable} unusable for the classic login (the unknown-name path)"
+        ));
+    }
+    text.push('\n');
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -318,7 +318,12 @@ mod tests {
         let trace = trace.text();
         assert!(trace.contains(&format!("S> {nonce}")));
         assert!(trace.contains(&format!("C> {RESPONSE}")));
-        assert!(trace.contains(&format!("verifier = SHA256(salt + password) = {VERIFIER}")));
+        let ends = format!("{}...{}", &VERIFIER[..8], &VERIFIER[56..]);
+        assert!(trace.contains(&format!("verifier = SHA256(salt + password) = {ends}")));
+        assert!(
+            !trace.contains(VERIFIER),
+            "the whole verifier answers any challenge"
+        );
         assert!(!trace.contains(PASSWORD));
     }
 

@@ -2,6 +2,7 @@
 //! ([`ClientError`], one line a person can act on), and the process exit codes
 //! shared with the binary.
 
+use super::visible::visible;
 use std::fmt;
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub enum ClientError {
     TimedOut(Duration),
     /// The server sent something the protocol does not allow here.
     Protocol(String),
+    /// The server asked for a login password (after `login`, or at the
+    /// re-authentication of `change_password` / `delete_account`) with a bare
+    /// `__password__`, no challenge before it: the password is not sent.
+    PasswordWithoutChallenge,
     /// The server ended the session with `Error: <reason>`.
     ServerSaid(String),
     /// TLS could not be set up, or the handshake failed (untrusted certificate,
@@ -71,13 +76,21 @@ impl fmt::Display for ClientError {
                 "the server sent nothing for {} s (is it a run_server, and is it alive?)",
                 d.as_secs()
             ),
-            ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
+            // Server text inside (a reason, a line) is made visible: it must
+            // not drive the terminal the error is printed on.
+            ClientError::Protocol(why) => write!(f, "protocol error: {}", visible(why)),
             ClientError::ServerSaid(reason) if reason == TLS_REQUIRED => write!(
                 f,
                 "the server ended the session: {reason} (this port speaks TLS: add --tls, \
                  and --ca FILE if its certificate is self-signed)"
             ),
-            ClientError::ServerSaid(reason) => write!(f, "the server ended the session: {reason}"),
+            ClientError::ServerSaid(reason) => {
+                write!(f, "the server ended the session: {}", visible(reason))
+            }
+            ClientError::PasswordWithoutChallenge => f.write_str(
+                "protocol error: the server asked for the password without a challenge \
+                 (__password__ with no __nonce__ before it); the password was not sent",
+            ),
             ClientError::Tls(msg) => write!(f, "TLS: {msg}"),
             ClientError::Interrupted => f.write_str("interrupted"),
         }

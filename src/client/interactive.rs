@@ -67,8 +67,9 @@ pub fn converse(
     term: &mut dyn Terminal,
 ) -> Result<Ended> {
     let mut client = Client::connect(cfg, trace())?;
+    let mut first_command = None;
     loop {
-        let dropped = match client.interact(term)? {
+        let dropped = match client.interact_from(term, first_command.take())? {
             Ended::Dropped(dropped) => dropped,
             other => return Ok(other),
         };
@@ -77,14 +78,15 @@ pub fn converse(
             client = Client::connect(cfg, trace())?;
             continue;
         }
-        // Nothing to lose before login: the next command opens the connection.
+        // Nothing to lose before login: the next command typed goes over the
+        // new connection, as if typed at its first prompt.
         let Some(word) = bounded(term, ">> ", false)? else {
             return Ok(Ended::Left);
         };
         client = Client::connect(cfg, trace())?;
         term.show("(reconnected to the server)");
         client.skip_to_first_prompt()?;
-        client.send(&word);
+        first_command = Some(word);
     }
 }
 
@@ -95,11 +97,36 @@ impl Client {
     ///
     /// Ctrl-D at `>> ` says `quit`; at another prompt it closes the connection
     /// (a `quit` there would be taken as a name or a password).
+    ///
+    /// A password goes out in clear only where the protocol asks for a new one
+    /// (after `register`, and after the challenge of `change_password`); any
+    /// other bare `__password__` (after `login`, or at the re-authentication of
+    /// `change_password` / `delete_account`) is a protocol error, raised before
+    /// the person is asked for anything.
     pub fn interact(&mut self, term: &mut dyn Terminal) -> Result<Ended> {
+        self.interact_from(term, None)
+    }
+
+    /// [`interact`](Self::interact), at a `__type__` prompt already answered
+    /// with `first_command` when it is given.
+    fn interact_from(
+        &mut self,
+        term: &mut dyn Terminal,
+        first_command: Option<String>,
+    ) -> Result<Ended> {
         let mut challenge: Option<Challenge> = None;
+        // The command word the person typed last, and whether the protocol
+        // asks for a new password (in clear) now.
+        let mut command = String::new();
+        let mut new_password_due = false;
         let mut fatal: Option<String> = None;
         let mut quitting = false;
         let mut logged_in = false;
+        if let Some(word) = first_command {
+            command = word.trim_matches(' ').to_string();
+            new_password_due = command == "register";
+            self.send(&word);
+        }
         loop {
             let Some(line) = self.recv()? else {
                 return match fatal {
@@ -135,7 +162,9 @@ impl Client {
                 }
                 ServerLine::Type => match self.watching(term, ">> ")? {
                     Typed::Line(Some(word)) => {
-                        if word.trim_matches(' ') == "logout" {
+                        command = word.trim_matches(' ').to_string();
+                        new_password_due = command == "register";
+                        if command == "logout" {
                             logged_in = false;
                         }
                         self.send(&word)
@@ -151,9 +180,16 @@ impl Client {
                     Typed::Line(None) => return Ok(Ended::Left),
                     Typed::ServerSpoke => return Ok(self.dropped(logged_in)),
                 },
+                ServerLine::Password if challenge.is_none() && !new_password_due => {
+                    return Err(ClientError::PasswordWithoutChallenge);
+                }
                 ServerLine::Password => match bounded(term, "Password: ", true)? {
                     Some(password) => match challenge.take() {
-                        Some(c) => self.send_response(&c, &password),
+                        Some(c) => {
+                            self.send_response(&c, &password);
+                            // After change_password's challenge, the new one.
+                            new_password_due = command == "change_password";
+                        }
                         None => self.send_password(&password),
                     },
                     None => return Ok(Ended::Left),

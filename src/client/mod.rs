@@ -37,7 +37,8 @@
 //! - `interactive.rs`: a person at a [`Terminal`], to the session's [`Ended`];
 //! - `trace.rs`: the [`Trace`] of the exchange;
 //! - `terminal.rs`: the person's side: [`Terminal`], [`StdTerminal`], hidden
-//!   passwords and the Ctrl-C handler.
+//!   passwords and the Ctrl-C handler;
+//! - `visible.rs`: server text made safe for a terminal ([`visible`]).
 
 mod connection;
 mod dialogue;
@@ -49,6 +50,7 @@ mod scripted;
 mod terminal;
 pub mod tls;
 mod trace;
+mod visible;
 
 pub use connection::{ClientConfig, Stream, CONNECT_TIMEOUT, REPLY_TIMEOUT};
 pub use dialogue::Client;
@@ -59,3 +61,4 @@ pub use request::{read_request, Action, NewPassword, Password, PasswordSource, R
 pub use scripted::Outcome;
 pub use terminal::{install_interrupt_handler, StdTerminal, Terminal, Typed};
 pub use trace::Trace;
+pub use visible::visible;

@@ -123,6 +123,8 @@ impl Client {
                 self.send_response(c, password.expose());
                 Ok(())
             }
+            // A login password goes out only as the answer to a challenge.
+            Prompt::Password => Err(Halt::Failed(ClientError::PasswordWithoutChallenge)),
             other => Err(unexpected("a challenge (__nonce__, __password__)", other)),
         }
     }

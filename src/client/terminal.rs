@@ -3,6 +3,7 @@
 //! that gives the terminal its echo back ([`install_interrupt_handler`]).
 
 use super::error::{ClientError, Result, EXIT_INTERRUPTED};
+use super::visible::visible;
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 
@@ -37,8 +38,10 @@ pub trait Terminal {
 pub struct StdTerminal;
 
 impl Terminal for StdTerminal {
+    /// The line may come from the server: its control characters are shown
+    /// escaped, so it cannot drive the terminal.
     fn show(&mut self, line: &str) {
-        println!("{line}");
+        println!("{}", visible(line));
     }
 
     fn read_line(&mut self, prompt: &str) -> Result<Option<String>> {

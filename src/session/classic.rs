@@ -3,6 +3,7 @@
 
 use super::{Proof, Session, Step};
 use crate::crypto;
+use crate::log_limit;
 use crate::protocol::{control, outcome};
 use crate::rules::Username;
 use crate::transport::Transport;
@@ -43,33 +44,42 @@ impl<T: Transport> Session<'_, T> {
         // Computed for every name, so unknown and known names cost the same.
         let fake_salt = self.svc.fakes.salt(name);
         let fake_verifier = self.svc.fakes.verifier(name);
-        let known = record.is_some();
-        let (salt, verifier) = match record {
-            Some(r) => (r.salt, r.verifier),
+        // A row that cannot pass the classic challenge (an odd row of an old
+        // database, see `ClassicVerifier::parse`) is an unknown name here: same
+        // lines, same work, counted for throttling.
+        let usable = record.and_then(|user| user.classic.ok());
+        let known = usable.is_some();
+        let (salt, verifier) = match usable {
+            Some(c) => (c.salt, c.verifier),
             None => (fake_salt, fake_verifier),
         };
         let nonce = crypto::new_nonce();
         self.say(&format!("{}{salt}:{nonce}", control::NONCE_PREFIX));
         let answer = self.ask(control::PASSWORD)?;
         // Decided when the answer is in, not when the challenge went out: else
-        // many connections holding open challenges would all be checked.
-        if !self.svc.throttle.allows(name, self.peer, Instant::now()) {
-            log::warn!(
-                "{} throttled: try for user={name:?} refused unchecked",
-                self.peer
-            );
+        // many connections holding open challenges would all be checked. The
+        // decision counts the try as pending at once (one lock), so answers
+        // arriving together get no more checks than answers one by one.
+        let Some(attempt) = self.svc.throttle.begin(name, self.peer, Instant::now()) else {
+            self.warn(format!(
+                "{} throttled: try for user={} refused unchecked",
+                self.peer,
+                log_limit::shorten(name)
+            ));
             return Ok(Proof::Refused);
-        }
+        };
         let expected = crypto::response(&nonce, &verifier);
         let matches = crypto::secrets_equal(&expected, &answer);
         if matches && known {
-            self.svc.throttle.record_success(name, self.peer);
+            attempt.succeeded();
             Ok(Proof::Accepted)
         } else {
-            self.svc
-                .throttle
-                .record_failure(name, self.peer, Instant::now());
-            log::warn!("{} authentication failed for user={name:?}", self.peer);
+            attempt.failed(Instant::now());
+            self.warn(format!(
+                "{} authentication failed for user={}",
+                self.peer,
+                log_limit::shorten(name)
+            ));
             Ok(Proof::Refused)
         }
     }

@@ -18,7 +18,9 @@ mod classic;
 
 use crate::codec::LineConn;
 use crate::config::DEFAULT_LOGIN_GRACE;
+use crate::config::TURN_WRITE_LIMIT;
 use crate::crypto::FakeCredentials;
+use crate::log_limit::LogLimit;
 use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
 use crate::store::{StoreError, UserStore};
@@ -33,11 +35,16 @@ use std::time::{Duration, Instant};
 pub struct Services {
     pub store: UserStore,
     pub throttle: Throttle,
+    /// Rate limit of the warnings a peer can cause.
+    pub log_limit: LogLimit,
     pub fakes: FakeCredentials,
     pub login_timeout: Duration,
     /// How long the part of a session before login may last in all.
     pub login_grace: Duration,
     pub session_timeout: Duration,
+    /// The total time one turn's output may take ([`TURN_WRITE_LIMIT`] in
+    /// every real server; shorter in tests).
+    pub turn_write_limit: Duration,
     pub shutting_down: AtomicBool,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). `None` in every real server.
@@ -50,10 +57,12 @@ impl Services {
         Services {
             store,
             throttle: Throttle::new(),
+            log_limit: LogLimit::new(),
             fakes,
             login_timeout,
             login_grace: DEFAULT_LOGIN_GRACE,
             session_timeout,
+            turn_write_limit: TURN_WRITE_LIMIT,
             shutting_down: AtomicBool::new(false),
             panic_word: None,
         }
@@ -133,6 +142,7 @@ impl<'a, T: Transport> Session<'a, T> {
             End::Gone(_) => {}
         }
         self.conn.close();
+        self.svc.log_limit.flush(self.peer);
         end
     }
 
@@ -217,6 +227,11 @@ impl<'a, T: Transport> Session<'a, T> {
             .as_ref()
             .map(|u| u.to_string())
             .unwrap_or_default()
+    }
+
+    /// A warning the peer caused: rate-limited per source (see `log_limit.rs`).
+    fn warn(&self, message: String) {
+        self.svc.log_limit.warn(self.peer, message);
     }
 
     fn store_failed(&mut self, what: &str, e: &StoreError) {

@@ -317,9 +317,30 @@ fn trace_shows_the_exchange_and_correct_hashes_but_never_the_password() {
     assert!(trace.contains(&format!("S> __nonce__:{salt}:{nonce}\n")));
     let verifier = crypto::verifier(&salt, GOOD);
     let response = crypto::response(&nonce, &verifier);
+    // Only the verifier's ends: the whole answers any later challenge.
+    let ends = format!("{}...{}", &verifier[..8], &verifier[56..]);
     assert!(
-        trace.contains(&format!("verifier = SHA256(salt + password) = {verifier}")),
+        trace.contains(&format!("verifier = SHA256(salt + password) = {ends}")),
         "{trace}"
+    );
+    assert!(!trace.contains(&verifier), "the whole verifier: {trace}");
+    // The hand check never puts the password on a command line, and works:
+    // run in bash with the password typed on its input, it prints the
+    // verifier's ends and the response.
+    assert!(!trace.contains("'password'"), "{trace}");
+    let check: String = trace
+        .lines()
+        .skip_while(|l| !l.contains("read -rs pw"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut bash = Command::new("bash");
+    bash.args(["-c", &check]);
+    let by_hand = run_command(bash, &format!("{GOOD}\n"));
+    assert_eq!(
+        by_hand.stdout,
+        format!("{ends}\n{response}  -\n"),
+        "{check}\n{by_hand:#?}"
     );
     assert!(
         trace.contains(&format!("response = SHA256(nonce + verifier) = {response}")),
@@ -747,4 +768,167 @@ fn a_logged_in_client_whose_session_ends_is_back_at_a_new_main_menu() {
     pty.expect(">> ");
     pty.type_line("quit");
     assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
+}
+
+// ---- a hostile server (issue 11) ---------------------------------------------
+
+/// Sets the window title, clears the screen, overwrites with CR.
+const HOSTILE: &str = "\x1b]0;owned\x07\x1b[2J\rfake prompt\u{9b}";
+const HOSTILE_SHOWN: &str = r"\u{1b}]0;owned\u{7}\u{1b}[2J\rfake prompt\u{9b}";
+
+#[test]
+fn server_text_reaches_the_terminal_with_controls_escaped() {
+    // A refusal text (printed on stdout) and a fatal reason (stderr), scripted.
+    let (port, server) = fake_server(|p| {
+        p.say(&[HOSTILE, "__type__"]);
+        assert_eq!(p.hear(), "register");
+        p.say(&["__username__"]);
+        p.hear();
+        p.say(&["__password__"]);
+        p.hear();
+        p.say(&["Repeat password", "__password__"]);
+        p.hear();
+        p.say(&[&format!("Password is invalid: {HOSTILE}"), "__password__"]);
+    });
+    let run = act(port, "register", "zed", GOOD);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        run.stdout,
+        format!("Password is invalid: {HOSTILE_SHOWN}\n")
+    );
+    let _ = server.join();
+    let (port, server) = fake_server(|p| p.say(&[&format!("Error: {HOSTILE}"), "__quit__"]));
+    let run = act(port, "login", "zed", GOOD);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert_eq!(
+        run.stderr,
+        format!("run_client: the server ended the session: {HOSTILE_SHOWN}\n")
+    );
+    let _ = server.join();
+    // The trace shows server lines escaped too.
+    let (port, server) = fake_server(|p| p.say(&[HOSTILE, "__quit__"]));
+    let run = client(
+        port,
+        &["--trace", "login", "--user", "zed", "--password-stdin"],
+        GOOD,
+    );
+    assert!(!run.stderr.contains('\x1b'), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!("S> {HOSTILE_SHOWN}")),
+        "{run:#?}"
+    );
+    let _ = server.join();
+
+    // Display lines in the interactive mode, on a real terminal.
+    let (port, server) = fake_server(|p| {
+        p.say(&[HOSTILE, "__type__"]);
+        assert_eq!(p.hear(), "quit");
+        p.say(&["__quit__"]);
+    });
+    let mut pty = interactive(port);
+    pty.expect(HOSTILE_SHOWN);
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
+    assert!(!pty.text().contains('\x1b'), "{:?}", pty.text());
+    let _ = server.join();
+}
+
+const NO_CHALLENGE: &str = "run_client: protocol error: the server asked for the password \
+     without a challenge (__password__ with no __nonce__ before it); the password was not sent\n";
+
+/// A fake server that logs `zed` in with a proper challenge (when `login_first`)
+/// and then, after `command`, asks for the password with a bare `__password__`.
+/// Returns what it heard after that (nothing, if the client kept its password).
+fn skipping_challenge(command: &'static str, login_first: bool) -> (u16, JoinHandle<()>) {
+    fake_server(move |p| {
+        let salt = "00112233445566778899aabbccddeeff";
+        let nonce = "ffeeddccbbaa99887766554433221100";
+        p.say(&["menu", "__type__"]);
+        if login_first {
+            assert_eq!(p.hear(), "login");
+            p.say(&["__username__"]);
+            assert_eq!(p.hear(), "zed");
+            p.say(&[&format!("__nonce__:{salt}:{nonce}"), "__password__"]);
+            let expected = crypto::response(nonce, &crypto::verifier(salt, GOOD));
+            assert_eq!(p.hear(), expected);
+            p.say(&["Successfully login", "Access granted!", "menu", "__type__"]);
+        }
+        assert_eq!(p.hear(), command);
+        if command == "login" {
+            p.say(&["__username__"]);
+            assert_eq!(p.hear(), "zed");
+        }
+        p.say(&["__password__"]);
+        // The client must hang up rather than answer.
+        let mut rest = String::new();
+        let _ = p.reader.read_to_string(&mut rest);
+        assert!(!rest.contains(GOOD), "the password was sent: {rest:?}");
+        assert_eq!(rest, "", "the client answered a bare __password__");
+    })
+}
+
+#[test]
+fn a_bare_password_prompt_where_a_challenge_is_due_is_a_protocol_error() {
+    // Scripted: login, and the re-authentication of change_password / delete_account.
+    for (action, command, login_first, stdin) in [
+        ("login", "login", false, format!("{GOOD}\n")),
+        (
+            "change-password",
+            "change_password",
+            true,
+            format!("{GOOD}\nN3wPassword\nN3wPassword\n"),
+        ),
+        (
+            "delete-account",
+            "delete_account",
+            true,
+            format!("{GOOD}\n"),
+        ),
+    ] {
+        let (port, server) = skipping_challenge(command, login_first);
+        let run = client(port, &[action, "--user", "zed", "--password-stdin"], &stdin);
+        assert_eq!(
+            (run.code, run.stderr.as_str()),
+            (2, NO_CHALLENGE),
+            "{action}: {run:#?}"
+        );
+        server
+            .join()
+            .unwrap_or_else(|_| panic!("{action}: the fake server saw a password"));
+    }
+    // Interactive: the person is not even asked for the password.
+    for (command, login_first) in [
+        ("login", false),
+        ("delete_account", true),
+        ("change_password", true),
+    ] {
+        let (port, server) = skipping_challenge(command, login_first);
+        let mut pty = interactive(port);
+        if login_first {
+            pty.expect(">> ");
+            pty.type_line("login");
+            pty.expect("Username: ");
+            pty.type_line("zed");
+            pty.expect("Password: ");
+            pty.type_hidden(GOOD);
+        }
+        pty.expect(">> ");
+        pty.type_line(command);
+        if command == "login" {
+            pty.expect("Username: ");
+            pty.type_line("zed");
+        }
+        pty.expect("without a challenge");
+        assert_eq!(pty.wait().code(), Some(2), "{command}: {}", pty.text());
+        let after = pty.text();
+        let after = &after[after.rfind(command).unwrap()..];
+        assert!(
+            !after.contains("Password: "),
+            "{command}: asked anyway: {after}"
+        );
+        server
+            .join()
+            .unwrap_or_else(|_| panic!("{command}: the fake server saw a password"));
+    }
 }

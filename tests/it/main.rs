@@ -15,6 +15,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod run_server_cli;
+mod security;
 mod server;
 mod tls;
 mod tls_client;
