@@ -1,5 +1,5 @@
 //! The benchmark client behind `run_bench`: drives any server that speaks wire
-//! protocol v1 (`shared/protocol.md`) with a fixed number of connections for a
+//! protocol v1 (`docs/PROTOCOL.md`) with a fixed number of connections for a
 //! fixed time, and reports rate, outcome counts and latency percentiles.
 //!
 //! Modes ([`Mode`]), each a closed loop per worker thread:

@@ -5,7 +5,6 @@
 //! through the code. `run_server` and `run_client` take these as the defaults of
 //! their flags; each flag can also be set by an environment variable.
 
-use crate::tls::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -114,6 +113,13 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Client: display lines accepted between two prompts; past this the server is
 /// taken for a broken or hostile peer (its lines are kept until the prompt).
 pub const MAX_DISPLAY_LINES_PER_TURN: usize = 1000;
+
+/// The certificate chain and private key files to serve TLS with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// Everything `run_server` needs to start; built from flags by the binary, or
 /// directly by tests.

@@ -108,7 +108,7 @@ pub fn is_token(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    // The test vectors of ../shared/protocol.md.
+    // The test vectors of docs/PROTOCOL.md.
     #[test]
     fn protocol_test_vector() {
         let v = verifier("6d5da35ec7a5497e9b96ce8e88562747", "Passw0rdDemo");

@@ -27,7 +27,7 @@ impl fmt::Display for UsernameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self {
             UsernameError::Empty => "it is empty",
-            UsernameError::TooLong => "it is longer than 32 characters",
+            UsernameError::TooLong => &format!("it is longer than {USERNAME_MAX_CHARS} characters"),
             UsernameError::BadCharacter => "use only A-Z a-z 0-9 _ . -",
             UsernameError::DoubleUnderscore => "it may not contain two underscores in a row",
         };
@@ -76,14 +76,24 @@ impl fmt::Display for Username {
     }
 }
 
-/// The password rule, as one sentence; follows `Password is invalid: `.
-pub const PASSWORD_RULE: &str =
-    "use at least 8 characters, with a digit, a lowercase and an uppercase letter";
+/// A password that breaks the rule; shown as the rule, in one sentence, after
+/// `Password is invalid: `.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordRule;
+
+impl fmt::Display for PasswordRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "use at least {PASSWORD_MIN_CHARS} characters, with a digit, a lowercase and an uppercase letter"
+        )
+    }
+}
 
 /// Checks the password rule: at least 8 characters (Unicode scalar values), a digit
 /// 0-9, a lowercase and an uppercase letter (Unicode cases). The upper bound is the
 /// line limit, enforced by the codec.
-pub fn check_password(p: &str) -> Result<(), &'static str> {
+pub fn check_password(p: &str) -> Result<(), PasswordRule> {
     let long_enough = p.chars().count() >= PASSWORD_MIN_CHARS;
     let digit = p.chars().any(|c| c.is_ascii_digit());
     // Letters of that case (general categories Ll and Lu): `char::is_lowercase`
@@ -97,7 +107,7 @@ pub fn check_password(p: &str) -> Result<(), &'static str> {
     if long_enough && digit && lower && upper {
         Ok(())
     } else {
-        Err(PASSWORD_RULE)
+        Err(PasswordRule)
     }
 }
 

@@ -58,7 +58,16 @@ impl fmt::Display for ServerError {
     }
 }
 
-impl std::error::Error for ServerError {}
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Store(e) => Some(e),
+            ServerError::Tls(e) => Some(e),
+            ServerError::Bind(_, e) => Some(e),
+            ServerError::BadAddress(_) => None,
+        }
+    }
+}
 
 impl From<StoreError> for ServerError {
     fn from(e: StoreError) -> Self {

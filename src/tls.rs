@@ -15,7 +15,7 @@
 //! others may read or write it: the server refuses to start and names the file
 //! and the fix, as ssh does.
 
-use crate::config::{PLAIN_CLIENT_PROBE, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE};
+use crate::config::{TlsFiles, PLAIN_CLIENT_PROBE, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE};
 use crate::transport::{TcpTransport, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,7 +23,7 @@ use rustls::{ServerConnection, StreamOwned};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,13 +45,6 @@ impl Transport for TlsTransport {
         let _ = self.conn.complete_io(&mut self.sock);
         self.sock.close();
     }
-}
-
-/// The certificate chain and private key files to serve TLS with.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// TLS could not be set up.

@@ -12,7 +12,6 @@ mod common;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -24,7 +23,7 @@ const WRITERS: usize = 4;
 /// No round may take longer than this, whatever happens.
 const ROUND_LIMIT: Duration = Duration::from_secs(20);
 
-fn start(db: &std::path::Path) -> (Child, SocketAddr) {
+fn start(db: &std::path::Path) -> (common::ChildGuard, SocketAddr) {
     // Logs are not read here: a full stderr pipe must not stall the server.
     let (mut child, addr) = common::start_server_binary(BIN, db, "off");
     drop(child.stderr.take());

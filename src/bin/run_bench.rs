@@ -21,7 +21,7 @@ const EXIT_USAGE: u8 = 2;
     version,
     about = "Benchmark a password-authentication server speaking wire protocol v1.",
     long_about = "Benchmark a password-authentication server speaking wire protocol v1 \
-        (shared/protocol.md): N connections, each a closed loop, for S seconds; then \
+        (docs/PROTOCOL.md): N connections, each a closed loop, for S seconds; then \
         rate, outcome counts and latency percentiles (p50/p90/p99/max).\n\n\
         Modes:\n  \
         login     connect, greeting, login (salt/nonce challenge), logout, quit\n  \

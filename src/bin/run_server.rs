@@ -2,10 +2,11 @@
 //! command on the database), report, exit. The work is in the library.
 
 use clap::{Parser, Subcommand};
+use dccn_auth::config::TlsFiles;
 use dccn_auth::config::{self, ServerConfig};
 use dccn_auth::server::Server;
 use dccn_auth::store::UserStore;
-use dccn_auth::tls::{self, TlsFiles};
+use dccn_auth::tls;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

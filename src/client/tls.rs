@@ -16,7 +16,8 @@
 //!   our plain server's greeting, or the plain-text `Error: server busy` that a
 //!   TLS port writes before any handshake when it is full.
 
-use crate::client::{ClientError, Trace};
+use super::error::ClientError;
+use super::trace::Trace;
 use crate::protocol::error;
 use crate::tls;
 use rustls::pki_types::pem::PemObject;

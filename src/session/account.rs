@@ -114,9 +114,15 @@ impl<T: Transport> Session<'_, T> {
         }
         let name = self.current_user();
         match self.svc.store.delete(&name) {
-            Ok(_) => {
+            Ok(true) => {
                 log::info!("{} deleted account user={name}", self.peer);
                 self.say(outcome::ACCOUNT_REMOVED);
+                self.user = None;
+            }
+            Ok(false) => {
+                // Removed meanwhile (by another session or the admin command),
+                // as change_password handles it: this session is logged out.
+                self.say(outcome::LOGIN_FAILED);
                 self.user = None;
             }
             Err(e) => self.store_failed("delete_account failed", &e),

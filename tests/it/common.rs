@@ -307,13 +307,41 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 /// Starts the real `run_server` binary on a free port with `db`, logging at
 /// `log_level` to a piped stderr; returns the child and the address it printed.
+/// A child process that is killed (and reaped) when dropped, so a test that
+/// fails half-way never leaves a server running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts the `run_server` binary `bin` on a free port with database `db`;
+/// returns it (killed on drop) and the address from its start line.
 pub fn start_server_binary(
     bin: &str,
     db: &std::path::Path,
     log_level: &str,
-) -> (std::process::Child, SocketAddr) {
+) -> (ChildGuard, SocketAddr) {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["--port", "0", "--db"])
         .arg(db)
         .env("DCCN_LOG", log_level)
@@ -321,6 +349,7 @@ pub fn start_server_binary(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start run_server");
+    let mut child = ChildGuard(child);
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)

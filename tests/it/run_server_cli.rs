@@ -24,7 +24,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn start_server(db: &std::path::Path) -> (Child, SocketAddr) {
+fn start_server(db: &std::path::Path) -> (common::ChildGuard, SocketAddr) {
     common::start_server_binary(BIN, db, "debug")
 }
 
@@ -165,13 +165,15 @@ fn sigint_tells_clients_and_exits_0() {
     assert!(status.success());
     // The same port again, at once: no "address in use".
     let (mut again, _) = {
-        let mut child = Command::new(BIN)
-            .args(["--port", &addr.port().to_string(), "--db"])
-            .arg(&db)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = common::ChildGuard(
+            Command::new(BIN)
+                .args(["--port", &addr.port().to_string(), "--db"])
+                .arg(&db)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)

@@ -294,8 +294,10 @@ fn a_client_that_never_reads_loses_its_session_on_time() {
     let _ = writer.join();
     eprintln!("never reads: session lasted {lasted:?}, server send queue {queued} bytes");
     assert_eq!(left, 0, "the session is still running");
+    // Before the fix it lasted about 20 s (each write call renewed the
+    // timeout); 8 limits leave room for a loaded machine.
     assert!(
-        lasted < limit * 4,
+        lasted < limit * 8,
         "the session lasted {lasted:?} (limit {limit:?})"
     );
     assert!(
@@ -311,7 +313,7 @@ fn a_connection_flood_is_not_a_log_flood() {
     use std::process::{Command, Stdio};
     const FLOOD: usize = 200;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_run_server"))
+    let child = Command::new(env!("CARGO_BIN_EXE_run_server"))
         .args(["--port", "0", "--max-sessions", "1", "--db"])
         .arg(dir.path().join("users.db"))
         .env("DCCN_LOG", "info")
@@ -319,6 +321,7 @@ fn a_connection_flood_is_not_a_log_flood() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = crate::common::ChildGuard(child);
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)

@@ -4,7 +4,8 @@
 use crate::common;
 
 use common::*;
-use dccn_auth::tls::{self, TlsFiles};
+use dccn_auth::config::TlsFiles;
+use dccn_auth::tls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
