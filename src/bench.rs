@@ -56,6 +56,9 @@ pub enum Mode {
     Register,
     /// Hold `--hold` greeted sessions open, then run login cycles.
     Idle,
+    /// Connect, greeting, quit: no login, so the login rate can be stated as a
+    /// fraction of a bare connect and close on the same machine.
+    Connect,
 }
 
 impl Mode {
@@ -65,6 +68,7 @@ impl Mode {
             Mode::Session => "session",
             Mode::Register => "register",
             Mode::Idle => "idle",
+            Mode::Connect => "connect",
         }
     }
 }
@@ -100,7 +104,7 @@ impl BenchConfig {
         if self.duration.is_zero() {
             return Err("--secs must be above 0".into());
         }
-        if self.password.is_empty() {
+        if self.password.is_empty() && self.mode != Mode::Connect {
             return Err("the password is empty".into());
         }
         if self.password.contains(['\n', '\r']) {
@@ -123,6 +127,7 @@ impl BenchConfig {
                 check_password(&self.password)
                     .map_err(|rule| format!("the password breaks the server's rule: {rule}"))?;
             }
+            Mode::Connect => {}
             Mode::Login | Mode::Session | Mode::Idle => {
                 if self.user.is_empty() || self.user.contains(['\n', '\r']) {
                     return Err("--user must be a non-empty single line".into());
@@ -529,6 +534,12 @@ fn login_cycle(cfg: &BenchConfig) -> Step<bool> {
     Ok(granted)
 }
 
+/// Connect, greeting, quit.
+fn connect_cycle(cfg: &BenchConfig) -> Step<bool> {
+    Conn::greeted(cfg)?.quit()?;
+    Ok(true)
+}
+
 /// Connect, greeting, register `name`, quit. `Ok(false)`: the name was taken.
 fn register_cycle(cfg: &BenchConfig, name: &str) -> Step<bool> {
     let mut c = Conn::greeted(cfg)?;
@@ -616,6 +627,14 @@ fn worker(id: usize, cfg: &BenchConfig, n: &Counters, deadline: Instant) -> Hist
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 if !n.outcome(login_cycle(cfg), t0, &mut hist) {
+                    backoff(deadline);
+                }
+            }
+        }
+        Mode::Connect => {
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                if !n.outcome(connect_cycle(cfg), t0, &mut hist) {
                     backoff(deadline);
                 }
             }

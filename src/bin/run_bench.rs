@@ -28,7 +28,9 @@ const EXIT_USAGE: u8 = 2;
         session   log in once per connection, then `whoami` round trips\n  \
         register  one registration per connection, names <prefix><worker>x<n>\n  \
         idle      hold --hold greeted sessions open, run login cycles, then count \
-        the held sessions still open\n\n\
+        the held sessions still open\n  \
+        connect   connect, greeting, quit: the bare cost of a connection, to state \
+        login as a fraction of it (no password needed)\n\n\
         The password is never a command-line argument: give it on stdin with \
         --password-stdin (one line) or in the environment variable DCCN_BENCH_PASSWORD. \
         In register mode it is the password of every account created.\n\n\
@@ -123,9 +125,10 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let password = match read_password(cli.password_stdin) {
-        Ok(p) => p,
-        Err(e) => return usage_error(&e),
+    let password = match (cli.mode, read_password(cli.password_stdin)) {
+        (_, Ok(p)) => p,
+        (Mode::Connect, Err(_)) => String::new(),
+        (_, Err(e)) => return usage_error(&e),
     };
     let addr = match resolve(&cli.addr) {
         Ok(a) => a,

@@ -216,3 +216,21 @@ fn usage_errors_and_unreachable_servers_exit_2() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--password-stdin"));
 }
+
+#[test]
+fn connect_mode_needs_no_password_and_counts_bare_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_run_bench"))
+        .args(["--addr", &server.addr().to_string()])
+        .args([
+            "--mode", "connect", "--conns", "2", "--secs", "0.3", "--json",
+        ])
+        .env_remove("DCCN_BENCH_PASSWORD")
+        .output()
+        .unwrap();
+    let json = assert_clean(&out, "connect");
+    assert_eq!(field(&json, "failed"), 0, "{json}");
+    // Each cycle was a session of its own, and all of them ended.
+    assert!(field(&json, "ok") >= 2, "{json}");
+}
