@@ -47,7 +47,9 @@ pub struct Services {
     pub turn_write_limit: Duration,
     pub shutting_down: AtomicBool,
     /// Test hook: this command word panics the session (to show a panic stays
-    /// inside one session). `None` in every real server.
+    /// inside one session). Only with the `test-hooks` feature, which only the
+    /// tests turn on.
+    #[cfg(feature = "test-hooks")]
     pub panic_word: Option<String>,
 }
 
@@ -64,6 +66,7 @@ impl Services {
             session_timeout,
             turn_write_limit: TURN_WRITE_LIMIT,
             shutting_down: AtomicBool::new(false),
+            #[cfg(feature = "test-hooks")]
             panic_word: None,
         }
     }
@@ -184,6 +187,7 @@ impl<'a, T: Transport> Session<'a, T> {
         self.say(menu);
         let word = self.ask(control::TYPE)?;
         let word = word.trim_matches(' ');
+        #[cfg(feature = "test-hooks")]
         if self.svc.panic_word.as_deref() == Some(word) {
             panic!("test panic requested by the client");
         }
