@@ -21,6 +21,8 @@
 //! - [`store`]: the `USERS` table, durable registrations with group commit.
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
+//! - [`chat`](mod@chat): the chat room: members, one global order, outbound
+//!   queues and their writer threads, the rate limit, the line formats.
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`threads`]: a thread per client, kept for the next client when it is done.
 //! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
@@ -32,6 +34,7 @@
 
 pub mod address;
 pub mod bench;
+pub mod chat;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -14,6 +14,7 @@
 //! wake every session blocked in a read, so each can tell its client
 //! `Error: server shutting down`.
 
+use crate::chat::Room;
 use crate::codec::LineConn;
 use crate::config::{ServerConfig, BUSY_WRITE_TIMEOUT, WRITE_TIMEOUT};
 use crate::protocol::error;
@@ -40,6 +41,8 @@ pub enum ServerError {
     Tls(TlsError),
     Bind(String, io::Error),
     BadAddress(String),
+    /// Settings that cannot work together.
+    Config(String),
 }
 
 impl fmt::Display for ServerError {
@@ -49,6 +52,7 @@ impl fmt::Display for ServerError {
             ServerError::Tls(e) => write!(f, "{e}"),
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::BadAddress(addr) => write!(f, "cannot resolve the address {addr}"),
+            ServerError::Config(why) => f.write_str(why),
         }
     }
 }
@@ -151,8 +155,15 @@ impl Server {
         Self::bind_with(config, services)
     }
 
-    /// Binds with services built by the caller (tests set hooks on them).
-    pub fn bind_with(config: &ServerConfig, services: Services) -> Result<Server, ServerError> {
+    /// Binds with services built by the caller (tests set hooks on them); the
+    /// chat room is made from `config.chat`.
+    pub fn bind_with(config: &ServerConfig, mut services: Services) -> Result<Server, ServerError> {
+        match config.chat.check() {
+            Err(why) => return Err(ServerError::Config(why)),
+            Ok(Some(warning)) => log::warn!("{warning}"),
+            Ok(None) => {}
+        }
+        services.room = Room::new(config.chat);
         let wanted = format!("{}:{}", config.host, config.port);
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()

@@ -8,15 +8,18 @@
 //!
 //! The flows live in files of their own: `account.rs` (register,
 //! change_password, delete_account) and `classic.rs` (the salt/nonce login and
-//! re-authentication).
+//! re-authentication), `chat.rs` (the chat room's session side).
 //!
 //! Every way a session can end is an [`End`], carried by `?`: the peer quit or
 //! left, a framing rule was broken, or the server is shutting down.
 
 mod account;
+mod chat;
 mod classic;
 
+use crate::chat::{Room, TokenBucket};
 use crate::codec::LineConn;
+use crate::config::ChatLimits;
 use crate::crypto::FakeCredentials;
 use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
@@ -28,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// What every session shares: the store, the throttle, the fake-salt key, the
-/// timeouts and the shutdown flag.
+/// timeouts, the chat room and the shutdown flag.
 pub struct Services {
     pub store: UserStore,
     pub throttle: Throttle,
@@ -36,6 +39,8 @@ pub struct Services {
     pub login_timeout: Duration,
     pub session_timeout: Duration,
     pub shutting_down: AtomicBool,
+    /// The chat room (its limits come from `ServerConfig::chat`).
+    pub room: Room,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). `None` in every real server.
     pub panic_word: Option<String>,
@@ -51,6 +56,7 @@ impl Services {
             login_timeout,
             session_timeout,
             shutting_down: AtomicBool::new(false),
+            room: Room::new(ChatLimits::default()),
             panic_word: None,
         }
     }
@@ -85,6 +91,8 @@ pub struct Session<'a, T> {
     svc: &'a Services,
     peer: IpAddr,
     user: Option<Username>,
+    /// The chat rate limit, made at the first `chat` and kept for the session.
+    chat_bucket: Option<TokenBucket>,
 }
 
 impl<'a, T: Transport> Session<'a, T> {
@@ -94,6 +102,7 @@ impl<'a, T: Transport> Session<'a, T> {
             svc,
             peer,
             user: None,
+            chat_bucket: None,
         }
     }
 
@@ -180,6 +189,7 @@ impl<'a, T: Transport> Session<'a, T> {
                 let line = format!("You are {name}");
                 self.say(&line);
             }
+            crate::protocol::chat::ENTER => self.chat()?,
             "change_password" => self.change_password()?,
             "delete_account" => self.delete_account()?,
             "logout" => {
