@@ -24,6 +24,8 @@ use super::request::{read_one_line, Password};
 use crate::codec::ReadError;
 use crate::config::{CHAT_MAX_TEXT_BYTES, MAX_LINE_BYTES};
 use crate::protocol::{chat, control, error, outcome};
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
 use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
@@ -225,5 +227,64 @@ fn read_stdin_password(input: &mut dyn BufRead) -> Result<Password> {
         Err(e) => Err(ClientError::Input(format!(
             "cannot read the password from standard input: {e}"
         ))),
+    }
+}
+
+/// Whether a typed line ends chat mode (the server's rule: the whole line,
+/// trailing spaces ignored).
+fn ends_chat(line: &str) -> bool {
+    matches!(line.trim_end_matches(' '), chat::LEAVE | chat::QUIT)
+}
+
+impl Client {
+    /// Chat mode for a person (after `__chat__` in the interactive client):
+    /// a rustyline editor reads what they type (line editing, history) while
+    /// the pump prints room lines above the prompt through rustyline's external
+    /// printer, which redraws the prompt and the half-typed line. Ctrl-D says
+    /// `/leave` (back to the menu), Ctrl-C says `/quit`.
+    pub(super) fn chat_interactive(&mut self) -> Result<ChatEnd> {
+        let input_error = |e: ReadlineError| ClientError::Input(format!("line editor: {e}"));
+        let mut editor = DefaultEditor::new().map_err(input_error)?;
+        let mut printer = editor.create_external_printer().map_err(input_error)?;
+        println!("(chat: type to talk, /msg <user> <text>, /who, /ping, /leave or Ctrl-D back to the menu, /quit)");
+        let (tx, rx) = mpsc::channel();
+        thread::scope(|scope| {
+            let pump = scope.spawn(move || {
+                let end = self.chat_pump(&rx, &mut |line| {
+                    let _ = printer.print(format!("{line}\n"));
+                });
+                if !matches!(end, Ok(ChatEnd::Left)) {
+                    let _ = printer.print("(the chat is over: press Enter)\n".to_string());
+                }
+                end
+            });
+            loop {
+                let typed = editor.readline("chat> ");
+                if pump.is_finished() {
+                    break;
+                }
+                let line = match typed {
+                    Ok(line) => line,
+                    Err(ReadlineError::Eof) => chat::LEAVE.to_string(),
+                    Err(_) => {
+                        let _ = tx.send(Input::End);
+                        break;
+                    }
+                };
+                if line.len() > CHAT_MAX_TEXT_BYTES {
+                    eprintln!("(not sent: {} bytes, a message has at most {CHAT_MAX_TEXT_BYTES})", line.len());
+                    continue;
+                }
+                if !line.is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                let last = ends_chat(&line);
+                if tx.send(Input::Line(line)).is_err() || last {
+                    break;
+                }
+            }
+            pump.join()
+                .unwrap_or_else(|_| Err(ClientError::Protocol("the chat pump panicked".into())))
+        })
     }
 }

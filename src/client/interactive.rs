@@ -1,6 +1,7 @@
 //! The interactive dialogue: the client follows the server's prompts for a
 //! person at a [`Terminal`], as the original client did.
 
+use super::chat::ChatEnd;
 use super::dialogue::Client;
 use super::error::{ClientError, Result};
 use super::lines::{Challenge, ServerLine};
@@ -37,6 +38,17 @@ impl Client {
                 };
             };
             match line {
+                // Chat mode: full duplex until __endchat__ (then lockstep again).
+                ServerLine::Text(text) if text == crate::protocol::control::CHAT => {
+                    match self.chat_interactive()? {
+                        ChatEnd::Left => {}
+                        ChatEnd::Quit { error: None } => return Ok(Ended::Quit),
+                        ChatEnd::Quit { error: Some(reason) } => {
+                            return Err(ClientError::ServerSaid(reason))
+                        }
+                        ChatEnd::Closed => return Ok(Ended::Closed),
+                    }
+                }
                 ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
                     // Reported once, as the error the session ends with.
                     Some(reason) => fatal = Some(reason.to_string()),
