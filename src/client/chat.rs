@@ -272,7 +272,10 @@ impl Client {
                     }
                 };
                 if line.len() > CHAT_MAX_TEXT_BYTES {
-                    eprintln!("(not sent: {} bytes, a message has at most {CHAT_MAX_TEXT_BYTES})", line.len());
+                    eprintln!(
+                        "(not sent: {} bytes, a message has at most {CHAT_MAX_TEXT_BYTES})",
+                        line.len()
+                    );
                     continue;
                 }
                 if !line.is_empty() {

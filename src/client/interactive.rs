@@ -43,9 +43,9 @@ impl Client {
                     match self.chat_interactive()? {
                         ChatEnd::Left => {}
                         ChatEnd::Quit { error: None } => return Ok(Ended::Quit),
-                        ChatEnd::Quit { error: Some(reason) } => {
-                            return Err(ClientError::ServerSaid(reason))
-                        }
+                        ChatEnd::Quit {
+                            error: Some(reason),
+                        } => return Err(ClientError::ServerSaid(reason)),
                         ChatEnd::Closed => return Ok(Ended::Closed),
                     }
                 }

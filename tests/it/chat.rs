@@ -626,3 +626,43 @@ fn the_scripted_client_chats_from_stdin_to_stdout() {
     );
     bob_side.join().unwrap();
 }
+
+#[test]
+fn run_bench_chat_mode_reports_every_delivery() {
+    let app = spawn_app();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_run_bench"));
+    cmd.args([
+        "--addr",
+        &app.addr.to_string(),
+        "--password-stdin",
+        "--mode",
+        "chat",
+        "--conns",
+        "4",
+        "--rate",
+        "10",
+        "--secs",
+        "0.5",
+        "--json",
+    ]);
+    let run = run_with_deadline(cmd, &format!("{PW}\n"), Duration::from_secs(30));
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let json = run.stdout.trim();
+    assert!(
+        json.starts_with("{\"mode\":\"chat\",\"members\":4,"),
+        "{json}"
+    );
+    // Every accepted message reached the 3 other members.
+    let field = |name: &str| -> u64 {
+        let at = json.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+        json[at..]
+            .split([',', '}'])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(field("accepted") > 0, "{json}");
+    assert_eq!(field("delivered"), field("accepted") * 3, "{json}");
+    assert_eq!(field("errors"), 0, "{json}");
+}
