@@ -666,3 +666,23 @@ fn run_bench_chat_mode_reports_every_delivery() {
     assert_eq!(field("delivered"), field("accepted") * 3, "{json}");
     assert_eq!(field("errors"), 0, "{json}");
 }
+
+#[test]
+fn the_server_refuses_a_queue_smaller_than_members_plus_eight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path().join("users.db"));
+    config.chat = ChatLimits {
+        max_members: 64,
+        queue: 71,
+        ..ChatLimits::default()
+    };
+    let err = dccn_auth::server::Server::bind(&config)
+        .err()
+        .expect("a queue of 71 for 64 members must be refused");
+    assert!(
+        err.to_string().contains("--chat-queue 71 is too small"),
+        "{err}"
+    );
+    config.chat.queue = 72;
+    assert!(dccn_auth::server::Server::bind(&config).is_ok());
+}
