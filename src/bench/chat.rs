@@ -1,6 +1,6 @@
 //! `run_bench --mode chat`: the room's fan-out under load.
 //!
-//! N members (accounts `<prefix><i>x0`, registered if missing) log in and
+//! N members (accounts `<prefix><i>x0`, registered unless taken) log in and
 //! enter the room; then a pacer sends room messages at a fixed total rate,
 //! round-robin over the members, for the run's duration. Every member reads
 //! all the time and measures, for each message from another member, the time
@@ -25,12 +25,41 @@ use std::time::{Duration, Instant};
 
 /// Marks the benchmark's own messages: `b <send µs> <seq>`.
 const MARK: &str = "b ";
-/// After the last send, how long members may still receive before they quit.
-const DRAIN: Duration = Duration::from_secs(2);
+/// After the last send, members quit once every delivery is in, or once no
+/// delivery has come for this long (a saturated server is still catching up
+/// as long as deliveries come).
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Stack of each member thread.
 const MEMBER_STACK_BYTES: usize = 256 * 1024;
 /// Longest line read from the server (the protocol's limit plus the LF).
 const MAX_LINE: usize = 1025;
+/// Members that connect, register and log in at the same time: the listen
+/// backlog is 8, and hundreds of handshakes at once would only queue up in
+/// SYN retries and time out.
+const SETUP_AT_ONCE: usize = 8;
+/// Errors printed to stderr; the rest are only counted.
+const ERRORS_PRINTED: u64 = 3;
+
+/// A counting semaphore for the setup (std has none).
+struct Gate {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn pass<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        drop(free);
+        let out = f();
+        *self.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.freed.notify_one();
+        out
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ChatBenchConfig {
@@ -97,6 +126,20 @@ impl Lines {
             .map_err(|_| "a line that is not UTF-8".into())
     }
 
+    /// Lines up to the next control line other than `__nonce__:`, and that line.
+    fn until_control(&mut self) -> Step<(Vec<String>, String)> {
+        let mut seen = Vec::new();
+        loop {
+            match self.next()? {
+                Some(l) if l.starts_with("__") && !l.starts_with(control::NONCE_PREFIX) => {
+                    return Ok((seen, l))
+                }
+                Some(l) => seen.push(l),
+                None => return Err(format!("closed while waiting for a prompt: {seen:?}")),
+            }
+        }
+    }
+
     /// Lines up to `want`.
     fn until(&mut self, want: &str) -> Step<Vec<String>> {
         let mut seen = Vec::new();
@@ -131,22 +174,34 @@ fn join(cfg: &ChatBenchConfig, name: &str) -> Step<(Lines, TcpStream)> {
             .map_err(|e| format!("write: {e}"))
     };
     r.until(control::TYPE)?;
-    // Log in; an account that does not exist yet is registered first.
-    if !login(&mut r, &mut send, cfg, name)? {
-        send("register")?;
-        r.until(control::USERNAME)?;
+    // Register first (a failed login would count against this address in the
+    // server's throttle); a taken name is answered with the name again until
+    // the server gives up and is back at its menu.
+    send("register")?;
+    r.until(control::USERNAME)?;
+    loop {
         send(name)?;
-        r.until(control::PASSWORD)?;
-        send(&cfg.password)?;
-        r.until(control::PASSWORD)?;
-        send(&cfg.password)?;
-        let said = r.until(control::TYPE)?;
-        if !said.iter().any(|l| l == outcome::REGISTERED) {
-            return Err(format!("register {name}: {said:?}"));
+        let (said, prompt) = r.until_control()?;
+        match prompt.as_str() {
+            control::USERNAME => continue,
+            control::PASSWORD => {
+                send(&cfg.password)?;
+                r.until(control::PASSWORD)?;
+                send(&cfg.password)?;
+                let said = r.until(control::TYPE)?;
+                if !said.iter().any(|l| l == outcome::REGISTERED) {
+                    return Err(format!("register {name}: {said:?}"));
+                }
+                break;
+            }
+            control::TYPE => break,
+            other => return Err(format!("register {name}: {said:?} then {other}")),
         }
-        if !login(&mut r, &mut send, cfg, name)? {
-            return Err(format!("login {name} refused after registering it"));
-        }
+    }
+    if !login(&mut r, &mut send, cfg, name)? {
+        return Err(format!(
+            "login {name} refused (an account of another password?)"
+        ));
     }
     send(chat::ENTER)?;
     let said = r.until(control::CHAT)?;
@@ -186,8 +241,9 @@ fn receive(mut r: Lines, started: Instant, tally: &Tally) -> Histogram {
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(e) => {
-                tally.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("run_bench chat: {e}");
+                if tally.errors.fetch_add(1, Ordering::Relaxed) < ERRORS_PRINTED {
+                    eprintln!("run_bench chat: {e}");
+                }
                 break;
             }
         };
@@ -242,28 +298,34 @@ pub fn run(cfg: &ChatBenchConfig) -> Result<ChatReport, String> {
     let writers: Arc<Mutex<Vec<Option<TcpStream>>>> =
         Arc::new(Mutex::new((0..cfg.members).map(|_| None).collect()));
     let failed = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Gate {
+        free: Mutex::new(SETUP_AT_ONCE),
+        freed: std::sync::Condvar::new(),
+    });
     let mut threads = Vec::with_capacity(cfg.members);
     for i in 0..cfg.members {
-        let (cfg, tally, barrier, writers, failed) = (
+        let (cfg, tally, barrier, writers, failed, gate) = (
             cfg.clone(),
             tally.clone(),
             barrier.clone(),
             writers.clone(),
             failed.clone(),
+            gate.clone(),
         );
         let t = thread::Builder::new()
             .stack_size(MEMBER_STACK_BYTES)
             .spawn(move || {
                 let name = register_name(&cfg.prefix, i, 0);
-                let joined = join(&cfg, &name);
+                let joined = gate.pass(|| join(&cfg, &name));
                 let reader = match joined {
                     Ok((r, w)) => {
                         writers.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(w);
                         Some(r)
                     }
                     Err(e) => {
-                        eprintln!("run_bench chat: member {name}: {e}");
-                        failed.store(true, Ordering::Relaxed);
+                        if !failed.swap(true, Ordering::Relaxed) {
+                            eprintln!("run_bench chat: member {name}: {e}");
+                        }
                         None
                     }
                 };
@@ -310,14 +372,16 @@ pub fn run(cfg: &ChatBenchConfig) -> Result<ChatReport, String> {
     }
     let send_secs = send_start.elapsed().as_secs_f64();
     // Let the last deliveries arrive, then everyone quits.
-    let drain_until = Instant::now() + DRAIN;
-    while Instant::now() < drain_until {
-        let expected = tally.accepted.load(Ordering::Relaxed) * (cfg.members as u64 - 1);
-        if tally.accepted.load(Ordering::Relaxed) + tally.rate_limited.load(Ordering::Relaxed)
-            >= sent
-            && tally.delivered.load(Ordering::Relaxed) >= expected
-        {
+    let mut last_progress = (Instant::now(), 0);
+    while last_progress.0.elapsed() < DRAIN_QUIET {
+        let accepted = tally.accepted.load(Ordering::Relaxed);
+        let delivered = tally.delivered.load(Ordering::Relaxed);
+        let answered = accepted + tally.rate_limited.load(Ordering::Relaxed);
+        if answered >= sent && delivered >= accepted * (cfg.members as u64 - 1) {
             break;
+        }
+        if delivered + answered != last_progress.1 {
+            last_progress = (Instant::now(), delivered + answered);
         }
         thread::sleep(Duration::from_millis(20));
     }

@@ -84,9 +84,14 @@ impl Outbox {
         if q.lines.len() + lines.len() > self.capacity {
             return false;
         }
+        // The writer waits only on an empty queue: wake it only then (a wake is
+        // a system call, and the room makes one push per member per event).
+        let was_empty = q.lines.is_empty();
         q.lines.extend(lines.iter().cloned());
         drop(q);
-        self.wake.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         true
     }
 
