@@ -583,6 +583,17 @@ fn chat_works_over_tls_and_a_stalled_tls_member_blocks_nobody() {
     assert_eq!(bob.line(), format!("alice: {k} {text}"));
     bob.send("/msg alice still here");
     assert_eq!(alice.line(), "[private] bob: still here");
+    // Back to lockstep over the same TLS connection after the writer is gone.
+    bob.send("/leave");
+    assert_eq!(
+        until(&mut bob, "__endchat__"),
+        ["[private to alice] still here"]
+    );
+    assert_eq!(bob.expect_prompt("__type__"), [USER_MENU]);
+    bob.send("whoami");
+    assert_eq!(bob.expect_prompt("__type__"), ["You are bob", USER_MENU]);
+    bob.quit();
+    assert_eq!(alice.line(), "* bob left");
 }
 
 #[test]
@@ -685,4 +696,35 @@ fn the_server_refuses_a_queue_smaller_than_members_plus_eight() {
     );
     config.chat.queue = 72;
     assert!(dccn_auth::server::Server::bind(&config).is_ok());
+}
+
+#[test]
+fn a_silent_member_times_out_and_the_others_hear_it_left() {
+    let mut app = spawn_app_with(|c| c.session_timeout = Duration::from_secs(1), |_| {});
+    let mut c = logged_in_all(&app, &["alice", "bob"]);
+    let (mut bob, mut alice) = (c.remove(1), c.remove(0));
+    enter(&mut alice);
+    enter(&mut bob);
+    assert_eq!(alice.line(), "* bob joined");
+    // Bob keeps his session alive with /ping (any line resets the deadline).
+    let mut heard = Vec::new();
+    for _ in 0..20 {
+        bob.send("/ping");
+        let l = bob.line();
+        if l == "* alice left" {
+            break;
+        }
+        heard.push(l);
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(heard.iter().all(|l| l == "* pong"), "{heard:?}");
+    assert_eq!(alice.rest(), ["Error: timed out", "__quit__"]);
+    // A server shutdown reaches a member in chat mode too.
+    assert_eq!(app.handle.shutdown(Duration::from_secs(5)), 0);
+    let rest = bob.rest();
+    assert_eq!(
+        rest[rest.len() - 2..],
+        ["Error: server shutting down", "__quit__"],
+        "{rest:?}"
+    );
 }
