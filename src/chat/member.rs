@@ -14,6 +14,15 @@
 //! grace; no lock is held while it writes. Under TLS it writes through a
 //! [`SplitWriter`] that encrypts under the connection's lock and writes with
 //! the lock released (see `tls.rs`), so the session thread keeps reading.
+//!
+//! Why that TLS shape (option 1 of the spec's implementation notes): it keeps
+//! the same two threads and the same queue semantics as plain TCP, so the
+//! session and the room cannot tell TLS from TCP; it adds no delay to outgoing
+//! lines and no wake-ups for idle members, unlike one thread that alternates
+//! short reads with writes (option 2); and it stays within blocking sockets,
+//! unlike `poll(2)` with a wake-up pipe (option 3) or kernel TLS (option 4).
+//! Its cost is a mutex taken per read and per batch, uncontended but for two
+//! threads.
 
 use crate::config::{
     CHAT_CLOSING_GRACE, CHAT_SEND_BUFFER_BYTES, CHAT_WRITER_STACK_BYTES, CHAT_WRITE_POLL,
