@@ -74,8 +74,11 @@ impl Room {
         let mut round = Round::new(&mut members);
         round.broadcast_except(name, line::joined(name));
         round.send_list(name);
-        round.settle();
-        log::info!("chat: {name} joined ({} members)", members.len());
+        let dropped = round.settle();
+        let count = members.len();
+        drop(members);
+        drop(dropped);
+        log::info!("chat: {name} joined ({count} members)");
         Ok(())
     }
 
@@ -88,7 +91,9 @@ impl Room {
         let mut round = Round::new(&mut members);
         round.broadcast_except(name, line::room_message(name, text));
         round.send(name, &[Arc::from(line::echo(text))]);
-        round.settle();
+        let dropped = round.settle();
+        drop(members);
+        drop(dropped);
     }
 
     /// A private message; the sender hears where it went.
@@ -106,7 +111,9 @@ impl Room {
             round.send(from, &[Arc::from(line::not_member(to))]);
             Whisper::NotMember
         };
-        round.settle();
+        let dropped = round.settle();
+        drop(members);
+        drop(dropped);
         outcome
     }
 
@@ -118,7 +125,9 @@ impl Room {
         }
         let mut round = Round::new(&mut members);
         round.send_list(name);
-        round.settle();
+        let dropped = round.settle();
+        drop(members);
+        drop(dropped);
     }
 
     /// An answer to one member, in its place among the room's lines.
@@ -129,7 +138,9 @@ impl Room {
         }
         let mut round = Round::new(&mut members);
         round.send(name, &[Arc::from(answer)]);
-        round.settle();
+        let dropped = round.settle();
+        drop(members);
+        drop(dropped);
     }
 
     /// `name` leaves (any way out); `* <name> left` to the others. Does nothing
@@ -142,8 +153,25 @@ impl Room {
         members.remove(name);
         let mut round = Round::new(&mut members);
         round.broadcast_except(name, line::left(name));
-        round.settle();
-        log::info!("chat: {name} left ({} members)", members.len());
+        let dropped = round.settle();
+        let count = members.len();
+        drop(members);
+        drop(dropped);
+        log::info!("chat: {name} left ({count} members)");
+    }
+}
+
+/// Members dropped as too slow by one event. Logged on drop, which callers
+/// let happen after the room lock is released: logging is I/O, and no I/O may
+/// happen under the room lock.
+#[must_use]
+struct Dropped(Vec<String>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            log::warn!("chat: {name} too slow, dropped");
+        }
     }
 }
 
@@ -192,20 +220,18 @@ impl<'a> Round<'a> {
         self.send(to, &lines);
     }
 
-    /// Removes the members found too slow; the others hear that they left.
-    fn settle(&mut self) {
+    /// Removes the members found too slow (the others hear that they left)
+    /// and returns their names, to be logged once the room lock is released.
+    fn settle(mut self) -> Dropped {
         let mut done = 0;
         while done < self.too_slow.len() {
             let name = self.too_slow[done].clone();
             done += 1;
             if self.members.remove(&name).is_some() {
-                log::warn!(
-                    "chat: {name} too slow, dropped ({} members)",
-                    self.members.len()
-                );
                 self.broadcast_except(&name, line::left(&name));
             }
         }
+        Dropped(self.too_slow)
     }
 }
 
