@@ -728,3 +728,46 @@ fn a_silent_member_times_out_and_the_others_hear_it_left() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn the_scripted_client_chats_over_tls() {
+    let mut cert = None;
+    let app = spawn_app_with(
+        |c| {
+            let dir = c.db_path.parent().unwrap().to_path_buf();
+            let made = dccn_auth::tls::ensure_self_signed(&dir, "127.0.0.1").unwrap();
+            cert = Some(made.files.cert.clone());
+            c.tls = Some(made.files);
+        },
+        |_| {},
+    );
+    let cert = cert.unwrap();
+    let run_client = |args: &[&str], input: String| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_run_client"));
+        cmd.args(["--port", &app.addr.port().to_string(), "--ca"])
+            .arg(&cert)
+            .args(["--server-name", "localhost"])
+            .args(args);
+        run_with_deadline(cmd, &input, Duration::from_secs(20))
+    };
+    let reg = run_client(
+        &["register", "--user", "alice", "--password-stdin"],
+        format!("{PW}\n"),
+    );
+    assert_eq!(reg.code, 0, "{}", reg.stderr);
+    let run = run_client(
+        &["chat", "--user", "alice", "--password-stdin"],
+        format!("{PW}\nover tls\n/who\n"),
+    );
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        [
+            "* members: 1",
+            "* member: alice",
+            "> over tls",
+            "* members: 1",
+            "* member: alice"
+        ]
+    );
+}
