@@ -255,7 +255,7 @@ fn receive(mut r: Lines, started: Instant, tally: &Tally) -> Histogram {
                 tally.accepted.fetch_add(1, Ordering::Relaxed);
             }
         } else if let Some((_, text)) = line.split_once(": ") {
-            if line.starts_with("Error: ") {
+            if line.starts_with(crate::protocol::error::PREFIX) {
                 tally.dropped.fetch_add(1, Ordering::Relaxed);
                 eprintln!("run_bench chat: a member got {line:?}");
                 continue;
