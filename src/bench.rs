@@ -9,6 +9,8 @@
 //!   checked for `You are <user>`.
 //! - `register`: one full registration per connection, with fresh names
 //!   `<prefix><worker>x<n>`.
+//! - `chat`: N members in the chat room, room messages at a given rate;
+//!   delivered lines/s and delivery latency at the receivers (in `bench/chat.rs`).
 //! - `idle`: first open and hold `hold` sessions that have read the greeting,
 //!   then run login cycles; at the end, count how many held sessions are still
 //!   open.
@@ -21,6 +23,8 @@
 //!
 //! The client follows the protocol's rules for its own side: TCP_NODELAY, one
 //! write per reply, every read bounded by a timeout, every loop by the deadline.
+
+pub mod chat;
 
 use crate::config::MAX_DISPLAY_LINES_PER_TURN;
 use crate::crypto;
@@ -59,6 +63,8 @@ pub enum Mode {
     /// Connect, greeting, quit: no login, so the login rate can be stated as a
     /// fraction of a bare connect and close on the same machine.
     Connect,
+    /// N members in the chat room, messages at `--rate` (see `bench/chat.rs`).
+    Chat,
 }
 
 impl Mode {
@@ -69,6 +75,7 @@ impl Mode {
             Mode::Register => "register",
             Mode::Idle => "idle",
             Mode::Connect => "connect",
+            Mode::Chat => "chat",
         }
     }
 }
@@ -111,7 +118,7 @@ impl BenchConfig {
             return Err("the password must be one line".into());
         }
         match self.mode {
-            Mode::Register => {
+            Mode::Register | Mode::Chat => {
                 // The longest name this run can make must obey the username rule.
                 let longest = register_name(
                     &self.prefix,
@@ -659,6 +666,8 @@ fn worker(id: usize, cfg: &BenchConfig, n: &Counters, deadline: Instant) -> Hist
                 }
             }
         }
+        // Not a closed loop per worker: run_bench runs `chat::run` instead.
+        Mode::Chat => {}
     }
     hist
 }

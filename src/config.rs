@@ -121,6 +121,90 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Chat: members in the room at once; one more hears `Chat is full, try again later`.
+pub const DEFAULT_CHAT_MAX_MEMBERS: usize = 64;
+/// Chat: tokens refilled per second in each session's bucket (lines per second).
+pub const DEFAULT_CHAT_RATE: f64 = 5.0;
+/// Chat: bucket size, the longest burst of lines a session may send.
+pub const DEFAULT_CHAT_BURST: u32 = 10;
+/// Chat: lines waiting for one member's writer; one more makes it too slow.
+pub const DEFAULT_CHAT_QUEUE: usize = 1024;
+/// Chat: bytes the server adds around a text at most, kept free in every line
+/// (`[private to <32-char name>] ` is 46), so the text limit is the line limit
+/// less this (960 bytes).
+pub const CHAT_PREFIX_RESERVE: usize = 64;
+/// Chat: the longest message text, in UTF-8 bytes.
+pub const CHAT_MAX_TEXT_BYTES: usize = MAX_LINE_BYTES - CHAT_PREFIX_RESERVE;
+/// Chat: the queue must hold at least max members + this many lines (a join
+/// notice from everyone plus a `/who` list and a few answers).
+pub const CHAT_QUEUE_MIN_OVER_MEMBERS: usize = 8;
+/// Chat: how long a leaving or dropped member's writer may still try to hand it
+/// its last lines (`Error: too slow`, `__quit__`) before the socket is shut.
+pub const CHAT_CLOSING_GRACE: Duration = Duration::from_secs(5);
+/// Chat: a member's writer blocks at most this long per write before it looks
+/// again at its stop flag and its grace deadline.
+pub const CHAT_WRITE_POLL: Duration = Duration::from_millis(200);
+/// Chat: send buffer of a member's socket (Linux doubles it), so that a member
+/// that stops reading costs little kernel memory and is found out after about
+/// 100 KiB plus its queue instead of megabytes.
+pub const CHAT_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// Chat: stack of each member's writer thread (it only copies lines to a socket).
+pub const CHAT_WRITER_STACK_BYTES: usize = 128 * 1024;
+
+/// The room's numbers, set by `run_server` flags (defaults above).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChatLimits {
+    pub max_members: usize,
+    /// Tokens per second.
+    pub rate: f64,
+    pub burst: u32,
+    /// Outbound queue per member, in lines.
+    pub queue: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        ChatLimits {
+            max_members: DEFAULT_CHAT_MAX_MEMBERS,
+            rate: DEFAULT_CHAT_RATE,
+            burst: DEFAULT_CHAT_BURST,
+            queue: DEFAULT_CHAT_QUEUE,
+        }
+    }
+}
+
+impl ChatLimits {
+    /// Refuses numbers the room cannot work with; `Ok(Some(warning))` for a
+    /// queue smaller than one burst from every member (members that read could
+    /// then be dropped as too slow).
+    pub fn check(&self) -> Result<Option<String>, String> {
+        if self.max_members == 0 {
+            return Err("--chat-max-members must be at least 1".into());
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err("--chat-rate must be a positive number of lines per second".into());
+        }
+        if self.burst == 0 {
+            return Err("--chat-burst must be at least 1".into());
+        }
+        let minimum = self.max_members + CHAT_QUEUE_MIN_OVER_MEMBERS;
+        if self.queue < minimum {
+            return Err(format!(
+                "--chat-queue {} is too small: it must be at least --chat-max-members + {} = {minimum}",
+                self.queue, CHAT_QUEUE_MIN_OVER_MEMBERS
+            ));
+        }
+        let advised = self.max_members.saturating_mul(self.burst as usize + 2);
+        Ok((self.queue < advised).then(|| {
+            format!(
+                "--chat-queue {} is below --chat-max-members x (--chat-burst + 2) = {advised}: \
+                 a burst from every member at once could drop members that do read",
+                self.queue
+            )
+        }))
+    }
+}
+
 /// Everything `run_server` needs to start; built from flags by the binary, or
 /// directly by tests.
 #[derive(Debug, Clone)]
@@ -137,6 +221,8 @@ pub struct ServerConfig {
     pub session_timeout: Duration,
     /// Serve TLS with these files instead of plain TCP.
     pub tls: Option<TlsFiles>,
+    /// The chat room's numbers.
+    pub chat: ChatLimits,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +238,7 @@ impl Default for ServerConfig {
             login_grace: DEFAULT_LOGIN_GRACE,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             tls: None,
+            chat: ChatLimits::default(),
         }
     }
 }

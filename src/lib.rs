@@ -22,6 +22,8 @@
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
+//! - [`chat`](mod@chat): the chat room: members, one global order, outbound
+//!   queues and their writer threads, the rate limit, the line formats.
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
 //! - [`descriptors`]: the open-files limit, the session cap that fits under it,
 //!   and the spare descriptor that lets a refused client hear why.
@@ -35,6 +37,7 @@
 
 pub mod address;
 pub mod bench;
+pub mod chat;
 pub mod client;
 pub mod codec;
 pub mod config;

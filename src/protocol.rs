@@ -8,7 +8,7 @@
 
 pub const MAIN_MENU: &str = "What do you want to do? (register/login/quit)";
 pub const USER_MENU: &str =
-    "What do you want to do? (ls/whoami/change_password/logout/delete_account/quit)";
+    "What do you want to do? (ls/whoami/chat/change_password/logout/delete_account/quit)";
 /// The original's fixed demo listing for `ls` (never user data).
 pub const LS_LISTING: &str = "root home etc lib media mnt";
 
@@ -29,6 +29,50 @@ pub mod outcome {
     pub const ACCOUNT_REMOVED: &str = "Your account was removed from system";
     pub const UNRECOGNIZED: &str = "Unrecognized type";
     pub const SERVER_ERROR: &str = "Server error, try again later";
+    /// `chat` refused (the session stays at the logged-in menu).
+    pub const CHAT_FULL: &str = "Chat is full, try again later";
+    pub const CHAT_ALREADY_IN: &str = "You are already in the chat in another session";
+    pub const CHAT_NOT_FOR_NAME: &str = "Chat is not available for this username";
+}
+
+/// The chat room (`docs/` and `shared/protocol-chat.md`): what the client types
+/// and the exact lines the server sends in chat mode.
+pub mod chat {
+    /// The logged-in menu's word that enters the room.
+    pub const ENTER: &str = "chat";
+    /// Display line before `__chat__` (wording may change).
+    pub const WELCOME: &str =
+        "Welcome to the chat room: type to talk to everyone, /msg <user> <text> to whisper, /who, /ping, /leave, /quit";
+
+    /// Client commands.
+    pub const LEAVE: &str = "/leave";
+    pub const QUIT: &str = "/quit";
+    pub const WHO: &str = "/who";
+    pub const PING: &str = "/ping";
+    pub const MSG: &str = "/msg";
+
+    /// Server lines: fixed ones.
+    pub const PONG: &str = "* pong";
+    pub const NOT_SENT_SELF: &str = "* not sent: cannot /msg yourself";
+    pub const USAGE_MSG: &str = "* usage: /msg <user> <text>";
+    pub const NOT_SENT_CONTROL: &str = "* not sent: control characters are not allowed";
+    pub const NOT_SENT_TOO_LONG: &str = "* not sent: message too long";
+    pub const RATE_LIMITED: &str = "* rate limit: line dropped";
+    pub const UNKNOWN_COMMAND: &str = "* unknown command (commands: /who /msg /ping /leave /quit)";
+    /// Reason of `Error: too slow`.
+    pub const TOO_SLOW: &str = "too slow";
+
+    /// Server lines: the parts around names and texts.
+    pub const MEMBERS_PREFIX: &str = "* members: ";
+    pub const MEMBER_PREFIX: &str = "* member: ";
+    pub const NOTICE_PREFIX: &str = "* ";
+    pub const JOINED_SUFFIX: &str = " joined";
+    pub const LEFT_SUFFIX: &str = " left";
+    pub const ECHO_PREFIX: &str = "> ";
+    pub const PRIVATE_PREFIX: &str = "[private] ";
+    pub const PRIVATE_TO_PREFIX: &str = "[private to ";
+    pub const NOT_MEMBER_PREFIX: &str = "* not sent: ";
+    pub const NOT_MEMBER_SUFFIX: &str = " is not in the chat";
 }
 
 /// Control lines (server -> client).
@@ -38,6 +82,12 @@ pub mod control {
     pub const PASSWORD: &str = "__password__";
     pub const NONCE_PREFIX: &str = "__nonce__:";
     pub const QUIT: &str = "__quit__";
+    /// Chat mode begins (full duplex from here).
+    pub const CHAT: &str = "__chat__";
+    /// Chat mode is over (after `/leave`); the logged-in menu and `__type__` follow.
+    pub const ENDCHAT: &str = "__endchat__";
+    /// What every control line begins with.
+    pub const MARK: &str = "__";
 }
 
 /// `Error: <reason>` frames: the server sends one, then `__quit__`, then closes.

@@ -15,6 +15,7 @@
 //! `Error: server shutting down`.
 
 use crate::address::AddressKey;
+use crate::chat::Room;
 use crate::codec::LineConn;
 use crate::config::{
     ServerConfig, ACCEPT_THREADS, ACCEPT_WAKE_LIMIT, ACCEPT_WARNING_EVERY, BUSY_WRITE_TIMEOUT,
@@ -45,6 +46,8 @@ pub enum ServerError {
     Tls(TlsError),
     Bind(String, io::Error),
     BadAddress(String),
+    /// Settings that cannot work together.
+    Config(String),
 }
 
 impl fmt::Display for ServerError {
@@ -54,6 +57,7 @@ impl fmt::Display for ServerError {
             ServerError::Tls(e) => write!(f, "{e}"),
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::BadAddress(addr) => write!(f, "cannot resolve the address {addr}"),
+            ServerError::Config(why) => f.write_str(why),
         }
     }
 }
@@ -64,7 +68,7 @@ impl std::error::Error for ServerError {
             ServerError::Store(e) => Some(e),
             ServerError::Tls(e) => Some(e),
             ServerError::Bind(_, e) => Some(e),
-            ServerError::BadAddress(_) => None,
+            ServerError::BadAddress(_) | ServerError::Config(_) => None,
         }
     }
 }
@@ -223,8 +227,15 @@ impl Server {
         Self::bind_with(config, services)
     }
 
-    /// Binds with services built by the caller (tests set hooks on them).
+    /// Binds with services built by the caller (tests set hooks on them); the
+    /// chat room is made from `config.chat`.
     pub fn bind_with(config: &ServerConfig, mut services: Services) -> Result<Server, ServerError> {
+        match config.chat.check() {
+            Err(why) => return Err(ServerError::Config(why)),
+            Ok(Some(warning)) => log::warn!("{warning}"),
+            Ok(None) => {}
+        }
+        services.room = Room::new(config.chat);
         services.login_grace = config.login_grace;
         let wanted = format!("{}:{}", config.host, config.port);
         let addr = (config.host.as_str(), config.port)

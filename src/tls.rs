@@ -16,34 +16,149 @@
 //! and the fix, as ssh does.
 
 use crate::config::{TlsFiles, PLAIN_CLIENT_PROBE, SELF_SIGNED_CERT_FILE, SELF_SIGNED_KEY_FILE};
-use crate::transport::{TcpTransport, Transport};
+use crate::transport::{SplitWriter, TcpTransport, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConnection, StreamOwned};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-/// A TLS stream over a deadline-aware TCP socket.
-pub type TlsTransport = StreamOwned<ServerConnection, TcpTransport>;
+/// A TLS stream over a deadline-aware TCP socket, splittable for chat mode.
+///
+/// rustls keeps one connection state for both directions, so it cannot be cut
+/// in two halves like a socket. Here the state sits behind a mutex that is
+/// held only to move bytes in and out of it, never across socket I/O: a read
+/// takes raw bytes from the socket with no lock held, then locks to decrypt;
+/// a write locks to encrypt, unlocks, then writes the records. Chat's writer
+/// thread ([`SplitWriter`]) does the same through a socket clone, so a member
+/// that stops reading blocks only its own writer, never its session thread.
+/// TLS bytes a read produces (a key update's answer) stay queued in the state
+/// and leave with the next write, whichever thread makes it, so records reach
+/// the socket in the order they were made.
+pub struct TlsTransport {
+    state: Arc<Mutex<ServerConnection>>,
+    tcp: TcpTransport,
+    /// Raw bytes read from the socket, not yet handed to rustls.
+    scratch: Box<[u8]>,
+}
+
+/// Raw bytes taken from the socket per read: one maximal line and then some.
+const TLS_READ_CHUNK: usize = 4096;
+
+fn lock(state: &Mutex<ServerConnection>) -> MutexGuard<'_, ServerConnection> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Encrypts `plain` into records appended to `wire`.
+fn seal(conn: &mut ServerConnection, plain: &[u8], wire: &mut Vec<u8>) -> io::Result<()> {
+    let mut rest = plain;
+    loop {
+        while conn.wants_write() {
+            conn.write_tls(wire)?;
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let n = conn.writer().write(rest)?;
+        if n == 0 {
+            return Err(io::Error::other("TLS send buffer full"));
+        }
+        rest = &rest[n..];
+    }
+}
+
+impl TlsTransport {
+    fn new(conn: ServerConnection, tcp: TcpTransport) -> Self {
+        TlsTransport {
+            state: Arc::new(Mutex::new(conn)),
+            tcp,
+            scratch: vec![0; TLS_READ_CHUNK].into_boxed_slice(),
+        }
+    }
+}
+
+impl Read for TlsTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match lock(&self.state).reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // No plaintext waiting: more records from the socket, lock released.
+            let n = self.tcp.read(&mut self.scratch)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut conn = lock(&self.state);
+            let mut records = &self.scratch[..n];
+            while !records.is_empty() {
+                conn.read_tls(&mut records)?;
+                conn.process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            }
+        }
+    }
+}
+
+impl Write for TlsTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut wire = Vec::with_capacity(buf.len() + 64);
+        seal(&mut lock(&self.state), buf, &mut wire)?;
+        self.tcp.write_all(&wire)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
 
 impl Transport for TlsTransport {
     fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.sock.set_deadline(deadline);
+        self.tcp.set_deadline(deadline);
     }
 
     fn set_write_deadline(&mut self, deadline: Option<Instant>) {
-        self.sock.set_write_deadline(deadline);
+        self.tcp.set_write_deadline(deadline);
     }
 
     fn close(&mut self) {
-        self.conn.send_close_notify();
+        let mut wire = Vec::new();
+        {
+            let mut conn = lock(&self.state);
+            conn.send_close_notify();
+            let _ = seal(&mut conn, &[], &mut wire);
+        }
         // Best effort: the peer may be gone already.
-        let _ = self.conn.complete_io(&mut self.sock);
-        self.sock.close();
+        let _ = self.tcp.write_all(&wire);
+        self.tcp.close();
+    }
+
+    fn split_writer(&mut self) -> io::Result<Box<dyn SplitWriter>> {
+        Ok(Box::new(TlsSplitWriter {
+            state: self.state.clone(),
+            sock: self.tcp.socket().try_clone()?,
+        }))
+    }
+}
+
+/// The TLS write half: encrypt under the lock, write the records without it.
+struct TlsSplitWriter {
+    state: Arc<Mutex<ServerConnection>>,
+    sock: TcpStream,
+}
+
+impl SplitWriter for TlsSplitWriter {
+    fn seal(&mut self, plain: &[u8], wire: &mut Vec<u8>) -> io::Result<()> {
+        seal(&mut lock(&self.state), plain, wire)
+    }
+    fn socket(&self) -> &TcpStream {
+        &self.sock
     }
 }
 
@@ -258,7 +373,8 @@ pub fn accept(
             });
         }
     }
-    Ok(stream)
+    let (conn, tcp) = stream.into_parts();
+    Ok(TlsTransport::new(conn, tcp))
 }
 
 fn tell_plain_client(mut tcp: TcpTransport) -> HandshakeError {

@@ -5,6 +5,11 @@
 //! deadline. Plain TCP ([`TcpTransport`]) and in-memory bytes
 //! ([`MemoryTransport`], for tests and fuzzing) implement it; the session code
 //! never learns which one it has.
+//!
+//! Chat mode needs one more thing: a second thread that writes to the socket
+//! while the session thread reads it. [`Transport::split_writer`] hands out that
+//! write half as a [`SplitWriter`]: the socket (a clone) plus a way to turn
+//! plaintext into wire bytes (itself for TCP, TLS records for TLS).
 
 use crate::config::{LINGER_MAX_BYTES, LINGER_TIME};
 use std::io::{self, Read, Write};
@@ -25,6 +30,38 @@ pub trait Transport: Read + Write + Send {
     /// Ends the stream politely once the last line is flushed (TLS sends its
     /// close_notify here); plain streams have nothing to do.
     fn close(&mut self) {}
+
+    /// The write half for another thread (chat mode). While it is in use the
+    /// session thread only reads; it writes again once that thread has ended.
+    /// Streams that are not sockets cannot be split.
+    fn split_writer(&mut self) -> io::Result<Box<dyn SplitWriter>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this stream cannot be written from another thread",
+        ))
+    }
+}
+
+/// The write half of a split connection: seal plaintext into wire bytes, then
+/// write those to [`socket`](Self::socket) with no lock held.
+pub trait SplitWriter: Send {
+    /// Appends the wire bytes for `plain` to `wire`.
+    fn seal(&mut self, plain: &[u8], wire: &mut Vec<u8>) -> io::Result<()>;
+    /// The socket the wire bytes go to (a clone of the session's).
+    fn socket(&self) -> &TcpStream;
+}
+
+/// Plain TCP: the wire bytes are the plaintext.
+struct TcpSplitWriter(TcpStream);
+
+impl SplitWriter for TcpSplitWriter {
+    fn seal(&mut self, plain: &[u8], wire: &mut Vec<u8>) -> io::Result<()> {
+        wire.extend_from_slice(plain);
+        Ok(())
+    }
+    fn socket(&self) -> &TcpStream {
+        &self.0
+    }
 }
 
 /// A TCP socket whose reads honour a deadline.
@@ -64,6 +101,11 @@ impl TcpTransport {
 
     pub fn socket(&self) -> &TcpStream {
         &self.sock
+    }
+
+    /// The write half of this socket for another thread (see [`SplitWriter`]).
+    pub fn split_tcp(&self) -> io::Result<Box<dyn SplitWriter>> {
+        Ok(Box::new(TcpSplitWriter(self.sock.try_clone()?)))
     }
 
     /// The next byte, left unread, within the deadline; `None` if the peer closed.
@@ -168,6 +210,10 @@ impl Transport for TcpTransport {
                 Ok(n) => drained += n,
             }
         }
+    }
+
+    fn split_writer(&mut self) -> io::Result<Box<dyn SplitWriter>> {
+        self.split_tcp()
     }
 }
 

@@ -3,6 +3,7 @@
 //! the benchmark (the work is in `dccn_auth::bench`) and prints the report.
 
 use clap::Parser;
+use dccn_auth::bench::chat::ChatBenchConfig;
 use dccn_auth::bench::{self, BenchConfig, Mode};
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -30,7 +31,10 @@ const EXIT_USAGE: u8 = 2;
         idle      hold --hold greeted sessions open, run login cycles, then count \
         the held sessions still open\n  \
         connect   connect, greeting, quit: the bare cost of a connection, to state \
-        login as a fraction of it (no password needed)\n\n\
+        login as a fraction of it (no password needed)\n  \
+        chat      --conns members (accounts <prefix><i>x0, registered if missing) enter \
+        the chat room; room messages at --rate per second in all, round-robin over the \
+        members, for --secs; delivered lines/s and delivery latency at the receivers\n\n\
         The password is never a command-line argument: give it on stdin with \
         --password-stdin (one line) or in the environment variable DCCN_BENCH_PASSWORD. \
         In register mode it is the password of every account created.\n\n\
@@ -74,6 +78,10 @@ struct Cli {
     /// Seconds allowed for connecting and for each read or write.
     #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
     timeout: f64,
+    /// Chat mode: room messages per second, all members together (the server's
+    /// --chat-rate caps each member's share).
+    #[arg(long, default_value_t = 50.0, value_parser = parse_secs)]
+    rate: f64,
     /// Print one JSON line on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -148,6 +156,9 @@ fn main() -> ExitCode {
     if let Err(e) = cfg.validate() {
         return usage_error(&e);
     }
+    if cfg.mode == Mode::Chat {
+        return run_chat(&cfg, cli.rate, cli.json);
+    }
     if let Err(e) = bench::probe(&cfg) {
         return usage_error(&format!("cannot reach a protocol v1 server at {addr}: {e}"));
     }
@@ -162,5 +173,45 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `--mode chat`: the room's fan-out (see `dccn_auth::bench::chat`).
+fn run_chat(cfg: &BenchConfig, rate: f64, json: bool) -> ExitCode {
+    let chat = ChatBenchConfig {
+        addr: cfg.addr,
+        members: cfg.conns,
+        rate,
+        duration: cfg.duration,
+        password: cfg.password.clone(),
+        prefix: cfg.prefix.clone(),
+        timeout: cfg.timeout,
+    };
+    if let Err(e) = bench::chat::validate(&chat) {
+        return usage_error(&e);
+    }
+    if let Err(e) = bench::probe(cfg) {
+        return usage_error(&format!(
+            "cannot reach a protocol v1 server at {}: {e}",
+            cfg.addr
+        ));
+    }
+    match bench::chat::run(&chat) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.table());
+            }
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("run_bench: {e}");
+            ExitCode::from(1)
+        }
     }
 }

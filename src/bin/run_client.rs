@@ -37,6 +37,7 @@ use std::time::Duration;
         run_client register --user alice             asks the new password twice, hidden\n  \
         printf '%s\\n' 'S3cretPass' | run_client login --user alice --password-stdin\n  \
         run_client --trace login --user alice        show every line and the hashes\n  \
+        run_client chat --user alice --password-stdin < lines   chat from a script\n  \
         run_client --tls --ca server-cert.pem        TLS, trusting a self-signed server\n  \
         run_client --tls --host auth.example.org     TLS, verified by the system's roots"
 )]
@@ -96,6 +97,10 @@ enum Command {
     ChangePassword(ActionArgs),
     /// Log in, then delete the account.
     DeleteAccount(ActionArgs),
+    /// Log in and enter the chat room: standard input lines are sent (messages,
+    /// /msg, /who, ...), room lines are printed; at the end of input the client
+    /// says /quit. With --password-stdin the first line is the password.
+    Chat(ActionArgs),
 }
 
 #[derive(Args)]
@@ -115,6 +120,7 @@ impl Command {
             Command::Login(a) => (Action::Login, a),
             Command::ChangePassword(a) => (Action::ChangePassword, a),
             Command::DeleteAccount(a) => (Action::DeleteAccount, a),
+            Command::Chat(_) => unreachable!("chat is not a scripted action"),
         }
     }
 }
@@ -151,6 +157,10 @@ fn run(cli: &Cli) -> Result<u8, ClientError> {
         }
         return Ok(client::EXIT_OK);
     };
+    if let Command::Chat(args) = command {
+        let mut client = Client::connect(&config, trace())?;
+        return client::chat::chat_scripted(&mut client, &args.user, args.password_stdin);
+    }
     let (action, args) = command.split();
     let mut source = match args.password_stdin {
         true => PasswordSource::stdin(),

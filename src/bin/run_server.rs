@@ -2,8 +2,7 @@
 //! command on the database), report, exit. The work is in the library.
 
 use clap::{Parser, Subcommand};
-use dccn_auth::config::TlsFiles;
-use dccn_auth::config::{self, ServerConfig};
+use dccn_auth::config::{self, ChatLimits, ServerConfig, TlsFiles};
 use dccn_auth::server::Server;
 use dccn_auth::store::UserStore;
 use dccn_auth::tls;
@@ -79,6 +78,24 @@ struct Cli {
     /// SHA-256 fingerprint are printed (give the file to clients: run_client --tls --ca).
     #[arg(long, env = "DCCN_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// Chat: members in the room at once; one more hears "Chat is full, try again later".
+    #[arg(long, env = "DCCN_CHAT_MAX_MEMBERS", value_name = "N",
+          default_value_t = config::DEFAULT_CHAT_MAX_MEMBERS, value_parser = parse_positive)]
+    chat_max_members: usize,
+    /// Chat: lines per second each session may send (token refill rate).
+    #[arg(long, env = "DCCN_CHAT_RATE", value_name = "R",
+          default_value_t = config::DEFAULT_CHAT_RATE, value_parser = parse_rate)]
+    chat_rate: f64,
+    /// Chat: burst, the token bucket's size in lines.
+    #[arg(long, env = "DCCN_CHAT_BURST", value_name = "B",
+          default_value_t = config::DEFAULT_CHAT_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    chat_burst: u32,
+    /// Chat: outbound queue per member in lines; a member whose queue would pass it
+    /// is dropped ("Error: too slow"). At least --chat-max-members + 8.
+    #[arg(long, env = "DCCN_CHAT_QUEUE", value_name = "N",
+          default_value_t = config::DEFAULT_CHAT_QUEUE, value_parser = parse_positive)]
+    chat_queue: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -168,6 +185,12 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         login_grace: Duration::from_secs(cli.login_grace),
         max_sessions_per_address: cli.max_sessions_per_address,
         session_timeout: Duration::from_secs(cli.session_timeout),
+        chat: ChatLimits {
+            max_members: cli.chat_max_members,
+            rate: cli.chat_rate,
+            burst: cli.chat_burst,
+            queue: cli.chat_queue,
+        },
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
@@ -258,5 +281,13 @@ fn delete_user(db: &Path, name: &str) -> Result<ExitCode, String> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(format!("no user named {name:?} in {}", db.display()))
+    }
+}
+
+/// A positive, finite number of lines per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number")),
     }
 }

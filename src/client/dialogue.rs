@@ -51,7 +51,7 @@ impl Prompt {
 
 /// A client connected to a server, at any point of the dialogue.
 pub struct Client {
-    conn: LineConn<Wire>,
+    pub(super) conn: LineConn<Wire>,
     pub(super) trace: Trace,
     pub(super) reply_timeout: Duration,
 }

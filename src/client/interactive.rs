@@ -8,6 +8,7 @@
 //! login the next command typed goes over it (nothing was lost); after login
 //! the person is back at the main menu of the new connection.
 
+use super::chat::ChatEnd;
 use super::connection::ClientConfig;
 use super::dialogue::Client;
 use super::error::{ClientError, Result};
@@ -135,6 +136,17 @@ impl Client {
                 };
             };
             match line {
+                // Chat mode: full duplex until __endchat__ (then lockstep again).
+                ServerLine::Text(text) if text == crate::protocol::control::CHAT => {
+                    match self.chat_interactive()? {
+                        ChatEnd::Left => {}
+                        ChatEnd::Quit { error: None } => return Ok(Ended::Quit),
+                        ChatEnd::Quit {
+                            error: Some(reason),
+                        } => return Err(ClientError::ServerSaid(reason)),
+                        ChatEnd::Closed => return Ok(Ended::Closed),
+                    }
+                }
                 ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
                     // Reported once, as the error the session ends with.
                     Some(reason) => fatal = Some(reason.to_string()),

@@ -35,11 +35,14 @@
 //! - `dialogue.rs`: the [`Client`] itself: connect, lines, turns up to a prompt;
 //! - `scripted.rs`: a scripted [`Request`] run to its [`Outcome`];
 //! - `interactive.rs`: a person at a [`Terminal`], to the session's [`Ended`];
+//! - `chat.rs` ([`chat`]): chat mode, full duplex: the pump, the scripted
+//!   `run_client chat` and the interactive room on a line editor;
 //! - `trace.rs`: the [`Trace`] of the exchange;
 //! - `terminal.rs`: the person's side: [`Terminal`], [`StdTerminal`], hidden
 //!   passwords and the Ctrl-C handler;
 //! - `visible.rs`: server text made safe for a terminal ([`visible`]).
 
+pub mod chat;
 mod connection;
 mod dialogue;
 mod error;

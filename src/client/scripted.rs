@@ -98,6 +98,22 @@ impl Client {
         }
     }
 
+    /// Logs in for chat: `Ok(None)` at the logged-in `__type__` prompt (its
+    /// `chat` is the next thing to send), `Ok(Some(line))` refused with `line`
+    /// (the client has said `quit` where it could).
+    pub(super) fn log_in(&mut self, user: &str, password: &Password) -> Result<Option<String>> {
+        match self.login(user, password) {
+            Ok(_) => Ok(None),
+            Err(Halt::Refused { line, prompt }) => {
+                if prompt == Prompt::Type {
+                    self.say_goodbye();
+                }
+                Ok(Some(line))
+            }
+            Err(Halt::Failed(e)) => Err(e),
+        }
+    }
+
     /// Logs in; on success the server is at its logged-in `__type__` prompt.
     fn login(&mut self, user: &str, password: &Password) -> Result<Vec<String>, Halt> {
         self.command("login")?;

@@ -8,15 +8,18 @@
 //!
 //! The flows live in files of their own: `account.rs` (register,
 //! change_password, delete_account) and `classic.rs` (the salt/nonce login and
-//! re-authentication).
+//! re-authentication), `chat.rs` (the chat room's session side).
 //!
 //! Every way a session can end is an [`End`], carried by `?`: the peer quit or
 //! left, a framing rule was broken, or the server is shutting down.
 
 mod account;
+mod chat;
 mod classic;
 
+use crate::chat::{Room, TokenBucket};
 use crate::codec::LineConn;
+use crate::config::ChatLimits;
 use crate::config::DEFAULT_LOGIN_GRACE;
 use crate::config::TURN_WRITE_LIMIT;
 use crate::crypto::FakeCredentials;
@@ -31,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What every session shares: the store, the throttle, the fake-salt key, the
-/// timeouts and the shutdown flag.
+/// timeouts, the chat room and the shutdown flag.
 pub struct Services {
     pub store: UserStore,
     pub throttle: Throttle,
@@ -46,6 +49,8 @@ pub struct Services {
     /// every real server; shorter in tests).
     pub turn_write_limit: Duration,
     pub shutting_down: AtomicBool,
+    /// The chat room (its limits come from `ServerConfig::chat`).
+    pub room: Room,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). Only with the `test-hooks` feature, which only the
     /// tests turn on.
@@ -66,6 +71,7 @@ impl Services {
             session_timeout,
             turn_write_limit: TURN_WRITE_LIMIT,
             shutting_down: AtomicBool::new(false),
+            room: Room::new(ChatLimits::default()),
             #[cfg(feature = "test-hooks")]
             panic_word: None,
         }
@@ -104,6 +110,8 @@ pub struct Session<'a, T> {
     /// When the part before login must end (the login grace), counted from
     /// connect and again from each return to the main menu.
     grace_ends: Instant,
+    /// The chat rate limit, made at the first `chat` and kept for the session.
+    chat_bucket: Option<TokenBucket>,
 }
 
 impl<'a, T: Transport> Session<'a, T> {
@@ -114,6 +122,7 @@ impl<'a, T: Transport> Session<'a, T> {
             peer,
             user: None,
             grace_ends: Instant::now() + svc.login_grace,
+            chat_bucket: None,
         }
     }
 
@@ -214,6 +223,7 @@ impl<'a, T: Transport> Session<'a, T> {
                 let line = format!("You are {name}");
                 self.say(&line);
             }
+            crate::protocol::chat::ENTER => self.chat()?,
             "change_password" => self.change_password()?,
             "delete_account" => self.delete_account()?,
             "logout" => {

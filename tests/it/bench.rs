@@ -107,8 +107,9 @@ fn register_login_session_and_idle_runs_are_clean() {
 fn the_same_prefix_twice_gives_failures_not_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
+    // Long enough that a loaded machine still starts the worker before the end.
     let args = [
-        "--mode", "register", "--conns", "1", "--secs", "0.01", "--prefix", "dup", "--json",
+        "--mode", "register", "--conns", "1", "--secs", "0.3", "--prefix", "dup", "--json",
     ];
     let first = assert_clean(&bench(server.addr(), &args), "register");
     let out = bench(server.addr(), &args);

@@ -16,7 +16,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const MAIN_MENU: &str = "What do you want to do? (register/login/quit)";
 pub const USER_MENU: &str =
-    "What do you want to do? (ls/whoami/change_password/logout/delete_account/quit)";
+    "What do you want to do? (ls/whoami/chat/change_password/logout/delete_account/quit)";
 
 /// A running server and the temporary directory that holds its database.
 pub struct TestApp {

@@ -10,6 +10,7 @@ mod child;
 mod common;
 
 mod bench;
+mod chat;
 mod client;
 mod faults;
 mod hostile;
