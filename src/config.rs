@@ -219,6 +219,9 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     pub login_grace: Duration,
     pub session_timeout: Duration,
+    /// Session threads kept waiting for a next client, and how long each waits.
+    pub idle_threads: usize,
+    pub idle_thread_timeout: Duration,
     /// Serve TLS with these files instead of plain TCP.
     pub tls: Option<TlsFiles>,
     /// The chat room's numbers.
@@ -236,6 +239,8 @@ impl Default for ServerConfig {
             max_sessions_per_address: DEFAULT_MAX_SESSIONS_PER_ADDRESS,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             login_grace: DEFAULT_LOGIN_GRACE,
+            idle_threads: MAX_IDLE_THREADS,
+            idle_thread_timeout: IDLE_THREAD_TIMEOUT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             tls: None,
             chat: ChatLimits::default(),

@@ -271,7 +271,7 @@ impl Server {
                 per_address: config.max_sessions_per_address,
             },
             tls,
-            threads: SessionThreads::new(),
+            threads: SessionThreads::with_policy(config.idle_threads, config.idle_thread_timeout),
         })
     }
 

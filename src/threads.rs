@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 /// One client's whole session.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -33,6 +34,10 @@ struct Shared {
     /// Most recently idle last: the next client gets the warmest thread.
     idle: Mutex<Vec<IdleThread>>,
     next_id: AtomicU64,
+    /// Threads kept waiting at most (0: every thread exits after its client).
+    max_idle: usize,
+    /// How long a thread waits for a next client before it exits.
+    idle_timeout: Duration,
 }
 
 impl Shared {
@@ -55,10 +60,20 @@ impl Default for SessionThreads {
 
 impl SessionThreads {
     /// Starts the spawner thread; no session thread exists until the first job.
+    /// At most [`MAX_IDLE_THREADS`] wait for a next client, each up to
+    /// [`IDLE_THREAD_TIMEOUT`].
     pub fn new() -> Self {
+        Self::with_policy(MAX_IDLE_THREADS, IDLE_THREAD_TIMEOUT)
+    }
+
+    /// As [`new`](Self::new), keeping at most `max_idle` threads waiting, each
+    /// up to `idle_timeout` (`max_idle` 0: a thread per client, never reused).
+    pub fn with_policy(max_idle: usize, idle_timeout: Duration) -> Self {
         let shared = Arc::new(Shared {
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
+            max_idle,
+            idle_timeout,
         });
         let (spawner, new_jobs) = mpsc::channel::<Job>();
         let for_spawner = shared.clone();
@@ -129,12 +144,12 @@ fn serve_clients(shared: &Shared, first: Job) {
         let (next_job, jobs): (Sender<Job>, Receiver<Job>) = mpsc::channel();
         {
             let mut idle = shared.idle();
-            if idle.len() >= MAX_IDLE_THREADS {
+            if idle.len() >= shared.max_idle {
                 return;
             }
             idle.push(IdleThread { id, next_job });
         }
-        job = match jobs.recv_timeout(IDLE_THREAD_TIMEOUT) {
+        job = match jobs.recv_timeout(shared.idle_timeout) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
                 let mut idle = shared.idle();
@@ -163,7 +178,7 @@ fn serve_clients(shared: &Shared, first: Job) {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     #[test]
     fn every_job_runs_and_finished_threads_are_reused() {

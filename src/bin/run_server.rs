@@ -57,6 +57,14 @@ struct Cli {
           default_value_t = config::DEFAULT_LOGIN_GRACE.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     login_grace: u64,
+    /// Session threads kept waiting for a next client (0: a new thread for every
+    /// client, none kept).
+    #[arg(long, env = "DCCN_IDLE_THREADS", default_value_t = config::MAX_IDLE_THREADS)]
+    idle_threads: usize,
+    /// Seconds a session thread waits for a next client before it exits.
+    #[arg(long, env = "DCCN_IDLE_THREAD_SECS", value_name = "SECS",
+          default_value_t = config::IDLE_THREAD_TIMEOUT.as_secs_f64())]
+    idle_thread_secs: f64,
     /// Seconds to wait for each reply before login.
     #[arg(long, env = "DCCN_LOGIN_TIMEOUT", value_name = "SECS",
           default_value_t = config::DEFAULT_LOGIN_TIMEOUT.as_secs(),
@@ -183,6 +191,9 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         max_sessions: cli.max_sessions,
         login_timeout: Duration::from_secs(cli.login_timeout),
         login_grace: Duration::from_secs(cli.login_grace),
+        idle_threads: cli.idle_threads,
+        idle_thread_timeout: Duration::try_from_secs_f64(cli.idle_thread_secs)
+            .map_err(|_| "--idle-thread-secs must be a positive number of seconds".to_string())?,
         max_sessions_per_address: cli.max_sessions_per_address,
         session_timeout: Duration::from_secs(cli.session_timeout),
         chat: ChatLimits {
