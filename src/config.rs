@@ -72,6 +72,18 @@ pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Throttling: keys kept in memory at most (the oldest go first).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
 
+/// SCRAM-SHA-256: the default PBKDF2 iteration count (RFC 7677 section 4's floor),
+/// for new rows and for the mock answers to unknown users.
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+/// SCRAM: counts below this are a downgrade (server refuses to start, client refuses).
+pub const SCRAM_MIN_ITERATIONS: u32 = 4096;
+/// SCRAM: counts above this are a client-side denial of service.
+pub const SCRAM_MAX_ITERATIONS: u32 = 10_000_000;
+/// SCRAM: longest client nonce, in characters (all printable ASCII).
+pub const SCRAM_C_NONCE_MAX_CHARS: usize = 255;
+/// SCRAM: random bytes in a server or client nonce (24 base64 characters).
+pub const SCRAM_NONCE_BYTES: usize = 18;
+
 /// Client: longest wait for the TCP handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client: longest wait for the server's next line after a reply. The server
@@ -96,6 +108,11 @@ pub struct ServerConfig {
     pub session_timeout: Duration,
     /// Serve TLS with these files instead of plain TCP.
     pub tls: Option<TlsFiles>,
+    /// PBKDF2 iterations of new SCRAM rows and of mock answers.
+    pub scram_iterations: u32,
+    /// `--classic-login off`: classic logins always fail, new passwords get no
+    /// classic verifier (`USERS.password` NULL).
+    pub classic_login: bool,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +126,8 @@ impl Default for ServerConfig {
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             tls: None,
+            scram_iterations: DEFAULT_SCRAM_ITERATIONS,
+            classic_login: true,
         }
     }
 }

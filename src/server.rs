@@ -147,7 +147,9 @@ impl Server {
     /// Opens the store and binds the listening socket.
     pub fn bind(config: &ServerConfig) -> Result<Server, ServerError> {
         let store = UserStore::open(&config.db_path)?;
-        let services = Services::new(store, config.login_timeout, config.session_timeout);
+        let mut services = Services::new(store, config.login_timeout, config.session_timeout);
+        services.scram_iterations = config.scram_iterations;
+        services.classic_login = config.classic_login;
         Self::bind_with(config, services)
     }
 

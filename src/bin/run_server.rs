@@ -26,7 +26,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
     after_help = "Examples:\n  run_server                          serve on 127.0.0.1:7886 with ./users.db\n  \
         run_server --port 0 --db /tmp/t.db  serve on a free port\n  \
         run_server list-users               who is registered (name and salt)\n  \
-        run_server delete-user alice        remove a user (offline)"
+        run_server delete-user alice        remove a user (offline)\n  \
+        run_server migrate-scram --drop-classic --db users.db\n  \
+                                            give every user SCRAM credentials, drop classic verifiers\n  \
+        run_server --classic-login off      serve SCRAM logins only (after migrate-scram --drop-classic)"
 )]
 struct Cli {
     /// Address to listen on.
@@ -67,6 +70,18 @@ struct Cli {
     /// SHA-256 fingerprint are printed (give the file to clients: run_client --tls --ca).
     #[arg(long, env = "DCCN_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// Classic (v1 salt/nonce) logins: "off" makes them always fail and stores no
+    /// classic verifier at register and change_password (SCRAM only).
+    #[arg(long, env = "DCCN_CLASSIC_LOGIN", value_name = "on|off", default_value = "on",
+          value_parser = parse_on_off)]
+    classic_login: bool,
+    /// PBKDF2 iterations of new SCRAM credentials (register, change_password,
+    /// migrate-scram) and of the answers to unknown users.
+    #[arg(long, env = "DCCN_SCRAM_ITERATIONS", value_name = "N", global = true,
+          default_value_t = config::DEFAULT_SCRAM_ITERATIONS,
+          value_parser = clap::value_parser!(u32).range(
+              i64::from(config::SCRAM_MIN_ITERATIONS)..=i64::from(config::SCRAM_MAX_ITERATIONS)))]
+    scram_iterations: u32,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -85,6 +100,22 @@ enum Command {
         /// The exact (case-sensitive) username.
         name: String,
     },
+    /// Give every user SCRAM-SHA-256 credentials, derived from the stored classic
+    /// verifier (no password needed). Safe to run twice and beside a live server.
+    MigrateScram {
+        /// Then set USERS.password to NULL where the SCRAM row matches: with
+        /// --classic-login off, a stolen database file no longer logs anyone in.
+        #[arg(long)]
+        drop_classic: bool,
+    },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -104,6 +135,9 @@ fn main() -> ExitCode {
         None => serve(&cli),
         Some(Command::ListUsers { show_hashes }) => list_users(&cli.db, *show_hashes),
         Some(Command::DeleteUser { name }) => delete_user(&cli.db, name),
+        Some(Command::MigrateScram { drop_classic }) => {
+            migrate_scram(&cli.db, cli.scram_iterations, *drop_classic)
+        }
     };
     match result {
         Ok(code) => code,
@@ -154,6 +188,8 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         max_sessions: cli.max_sessions,
         login_timeout: Duration::from_secs(cli.login_timeout),
         session_timeout: Duration::from_secs(cli.session_timeout),
+        scram_iterations: cli.scram_iterations,
+        classic_login: cli.classic_login,
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
@@ -206,10 +242,19 @@ fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
     };
     let mut text = line("USERNAME", "SALT", "VERIFIER");
     for u in &users {
-        text.push_str(&line(&u.login, &u.salt, &u.verifier));
+        let verifier = u.verifier.as_deref().unwrap_or("(none)");
+        text.push_str(&line(&u.login, &u.salt, verifier));
     }
     text.push_str(&format!("{} users\n", users.len()));
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate_scram(db: &Path, iterations: u32, drop_classic: bool) -> Result<ExitCode, String> {
+    let store = open_store(db)?;
+    let summary = dccn_auth::scram::migrate::migrate(&store, iterations, drop_classic)
+        .map_err(|e| e.to_string())?;
+    println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 

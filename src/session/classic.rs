@@ -20,6 +20,7 @@ impl<T: Transport> Session<'_, T> {
                 self.say(outcome::LOGIN_OK);
                 self.say(outcome::ACCESS_GRANTED);
                 self.user = Some(name);
+                self.by_scram = false;
             }
             Proof::Refused => self.say(outcome::LOGIN_FAILED),
             Proof::StoreFailed => {}
@@ -43,10 +44,14 @@ impl<T: Transport> Session<'_, T> {
         // Computed for every name, so unknown and known names cost the same.
         let fake_salt = self.svc.fakes.salt(name);
         let fake_verifier = self.svc.fakes.verifier(name);
-        let known = record.is_some();
-        let (salt, verifier) = match record {
-            Some(r) => (r.salt, r.verifier),
-            None => (fake_salt, fake_verifier),
+        // A user without a classic verifier (NULL), or classic login off: the
+        // flow runs and fails like a wrong password (refused by this flag).
+        let (salt, verifier, usable) = match record {
+            Some(r) => {
+                let usable = r.verifier.is_some() && self.svc.classic_login;
+                (r.salt, r.verifier.unwrap_or(fake_verifier), usable)
+            }
+            None => (fake_salt, fake_verifier, false),
         };
         let nonce = crypto::new_nonce();
         self.say(&format!("{}{salt}:{nonce}", control::NONCE_PREFIX));
@@ -62,7 +67,7 @@ impl<T: Transport> Session<'_, T> {
         }
         let expected = crypto::response(&nonce, &verifier);
         let matches = crypto::secrets_equal(&expected, &answer);
-        if matches && known {
+        if matches && usable {
             self.svc.throttle.record_success(name, self.peer);
             Ok(Proof::Accepted)
         } else {
@@ -75,7 +80,7 @@ impl<T: Transport> Session<'_, T> {
     }
 
     /// Re-authentication of the logged-in user; a refusal is said here.
-    pub(super) fn reauthenticate(&mut self) -> Step<bool> {
+    pub(super) fn reauthenticate_classic(&mut self) -> Step<bool> {
         let name = self.current_user();
         Ok(match self.challenge(&name)? {
             Proof::Accepted => true,

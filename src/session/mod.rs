@@ -8,17 +8,19 @@
 //!
 //! The flows live in files of their own: `account.rs` (register,
 //! change_password, delete_account) and `classic.rs` (the salt/nonce login and
-//! re-authentication).
+//! re-authentication), `scram.rs` (SCRAM-SHA-256 login and re-authentication).
 //!
 //! Every way a session can end is an [`End`], carried by `?`: the peer quit or
 //! left, a framing rule was broken, or the server is shutting down.
 
 mod account;
 mod classic;
+mod scram;
 
 use crate::codec::LineConn;
+use crate::config::DEFAULT_SCRAM_ITERATIONS;
 use crate::crypto::FakeCredentials;
-use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
+use crate::protocol::{command, control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
 use crate::store::{StoreError, UserStore};
 use crate::throttle::Throttle;
@@ -35,6 +37,11 @@ pub struct Services {
     pub fakes: FakeCredentials,
     pub login_timeout: Duration,
     pub session_timeout: Duration,
+    /// PBKDF2 iterations of new SCRAM rows and of mock answers.
+    pub scram_iterations: u32,
+    /// `--classic-login off` makes this false: classic logins always fail and new
+    /// passwords get no classic verifier.
+    pub classic_login: bool,
     pub shutting_down: AtomicBool,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). `None` in every real server.
@@ -50,6 +57,8 @@ impl Services {
             fakes,
             login_timeout,
             session_timeout,
+            scram_iterations: DEFAULT_SCRAM_ITERATIONS,
+            classic_login: true,
             shutting_down: AtomicBool::new(false),
             panic_word: None,
         }
@@ -85,6 +94,8 @@ pub struct Session<'a, T> {
     svc: &'a Services,
     peer: IpAddr,
     user: Option<Username>,
+    /// The session logged in with `login_scram`: re-authenticate with SCRAM.
+    by_scram: bool,
 }
 
 impl<'a, T: Transport> Session<'a, T> {
@@ -94,6 +105,7 @@ impl<'a, T: Transport> Session<'a, T> {
             svc,
             peer,
             user: None,
+            by_scram: false,
         }
     }
 
@@ -164,6 +176,7 @@ impl<'a, T: Transport> Session<'a, T> {
         match self.ask_command(MAIN_MENU)?.as_str() {
             "register" => self.register(),
             "login" => self.login(),
+            command::LOGIN_SCRAM => self.login_scram(),
             "quit" => Err(End::Quit),
             _ => {
                 self.say(outcome::UNRECOGNIZED);
@@ -190,6 +203,15 @@ impl<'a, T: Transport> Session<'a, T> {
             _ => self.say(outcome::UNRECOGNIZED),
         }
         Ok(())
+    }
+
+    /// Re-authentication of the logged-in user with the mechanism of its login;
+    /// a refusal is said by the mechanism.
+    fn reauthenticate(&mut self) -> Step<bool> {
+        match self.by_scram {
+            true => self.reauthenticate_scram(),
+            false => self.reauthenticate_classic(),
+        }
     }
 
     fn current_user(&self) -> String {
