@@ -14,6 +14,7 @@ mod client;
 mod faults;
 mod hostile;
 mod run_server_cli;
+mod scram;
 mod server;
 mod tls;
 mod tls_client;
