@@ -1,18 +1,17 @@
 //! The dialogue: a [`Client`] connected to a server reads its lines up to each
-//! prompt and answers them, either for a script (a request, judged only by the
-//! protocol's outcome lines: [`Outcome`]) or for a person at a terminal
-//! ([`Ended`]).
+//! prompt ([`Turn`]) and answers them. What it answers lives beside this file:
+//! for a script in `scripted.rs` (a request, judged only by the protocol's
+//! outcome lines: [`Outcome`](super::Outcome)), for a person at a terminal in
+//! `interactive.rs` ([`Ended`](super::Ended)).
 
 use super::connection::{open_tcp, ClientConfig, Stream, Wire};
-use super::error::{ClientError, Result, EXIT_OK, EXIT_REFUSED};
-use super::lines::{fatal_reason, is_refusal, Challenge, ServerLine};
-use super::request::{NewPassword, Password, Request};
-use super::terminal::Terminal;
+use super::error::{ClientError, Result};
+use super::lines::{fatal_reason, Challenge, ServerLine};
 use super::tls::TlsConnector;
 use super::trace::Trace;
 use crate::codec::{LineConn, ReadError};
 use crate::config::{MAX_DISPLAY_LINES_PER_TURN, MAX_LINE_BYTES, WRITE_TIMEOUT};
-use crate::protocol::{control, outcome};
+use crate::protocol::control;
 use std::io;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -22,15 +21,15 @@ const HIDDEN_PASSWORD: &str = "******** (password, hidden)";
 
 /// What the server sent before its next prompt, and that prompt.
 #[derive(Debug)]
-struct Turn {
-    lines: Vec<String>,
-    prompt: Prompt,
+pub(super) struct Turn {
+    pub(super) lines: Vec<String>,
+    pub(super) prompt: Prompt,
 }
 
 /// A control line that asks something of the client (a challenge is merged with
 /// the `__password__` that follows it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Prompt {
+pub(super) enum Prompt {
     Type,
     Username,
     Password,
@@ -39,7 +38,7 @@ enum Prompt {
 }
 
 impl Prompt {
-    fn token(&self) -> &'static str {
+    pub(super) fn token(&self) -> &'static str {
         match self {
             Prompt::Type => control::TYPE,
             Prompt::Username => control::USERNAME,
@@ -50,57 +49,11 @@ impl Prompt {
     }
 }
 
-/// Why a scripted action stopped early.
-enum Halt {
-    /// The server refused, with this line, then sent this prompt.
-    Refused {
-        line: String,
-        prompt: Prompt,
-    },
-    Failed(ClientError),
-}
-
-impl From<ClientError> for Halt {
-    fn from(e: ClientError) -> Self {
-        Halt::Failed(e)
-    }
-}
-
-/// What a scripted action ended with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The outcome line(s), to print.
-    pub lines: Vec<String>,
-    /// True when the server refused the action.
-    pub refused: bool,
-}
-
-impl Outcome {
-    pub fn exit_code(&self) -> u8 {
-        if self.refused {
-            EXIT_REFUSED
-        } else {
-            EXIT_OK
-        }
-    }
-}
-
-/// How an interactive session ended (all of them are clean).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// The server said `__quit__`.
-    Quit,
-    /// The server closed the connection.
-    Closed,
-    /// The person left at a prompt (Ctrl-D).
-    Left,
-}
-
 /// A client connected to a server, at any point of the dialogue.
 pub struct Client {
     conn: LineConn<Wire>,
-    trace: Trace,
-    reply_timeout: Duration,
+    pub(super) trace: Trace,
+    pub(super) reply_timeout: Duration,
 }
 
 impl Client {
@@ -179,14 +132,14 @@ impl Client {
     }
 
     /// Sends a password in clear (register / change_password); the trace shows stars.
-    fn send_password(&mut self, password: &str) {
+    pub(super) fn send_password(&mut self, password: &str) {
         self.trace.sent(HIDDEN_PASSWORD);
         self.conn.send(password);
     }
 
     /// Answers a challenge with the response computed here: the password itself
     /// is not sent.
-    fn send_response(&mut self, challenge: &Challenge, password: &str) {
+    pub(super) fn send_response(&mut self, challenge: &Challenge, password: &str) {
         let answer = challenge.answer(password);
         self.trace.challenge(challenge, &answer);
         self.send(&answer.response);
@@ -200,7 +153,7 @@ impl Client {
     }
 
     /// Reads up to the next prompt, keeping the display lines before it.
-    fn turn(&mut self) -> Result<Turn> {
+    pub(super) fn turn(&mut self) -> Result<Turn> {
         let mut lines = Vec::new();
         let mut challenge = None;
         loop {
@@ -247,236 +200,13 @@ impl Client {
             return Ok(Turn { lines, prompt });
         }
     }
-
-    // -- scripted ---------------------------------------------------------
-
-    /// Runs one scripted action to its outcome, then says `quit`.
-    ///
-    /// A refusal stops the action at once (no retry): the client says `quit` if
-    /// the server is at a menu, or just closes.
-    pub fn run(&mut self, request: &Request) -> Result<Outcome> {
-        match self.script(request) {
-            Ok(lines) => {
-                self.say_goodbye();
-                Ok(Outcome {
-                    lines,
-                    refused: false,
-                })
-            }
-            Err(Halt::Refused { line, prompt }) => {
-                if prompt == Prompt::Type {
-                    self.say_goodbye();
-                }
-                Ok(Outcome {
-                    lines: vec![line],
-                    refused: true,
-                })
-            }
-            Err(Halt::Failed(e)) => Err(e),
-        }
-    }
-
-    /// The dialogue of each action, ending at a `__type__` prompt; returns the
-    /// success lines.
-    fn script(&mut self, request: &Request) -> Result<Vec<String>, Halt> {
-        match request {
-            Request::Register { user, password } => {
-                self.command("register")?;
-                self.expect(Prompt::Username)?;
-                self.send(user);
-                self.give_new_password(password)?;
-                confirmed(&self.expect(Prompt::Type)?, &[outcome::REGISTERED])
-            }
-            Request::Login { user, password } => self.login(user, password),
-            Request::ChangePassword { user, current, new } => {
-                self.login(user, current)?;
-                self.send("change_password");
-                self.answer_challenge(current)?;
-                self.give_new_password(new)?;
-                confirmed(&self.expect(Prompt::Type)?, &[outcome::PASSWORD_CHANGED])
-            }
-            Request::DeleteAccount { user, password } => {
-                self.login(user, password)?;
-                self.send("delete_account");
-                self.answer_challenge(password)?;
-                confirmed(&self.expect(Prompt::Type)?, &[outcome::ACCOUNT_REMOVED])
-            }
-        }
-    }
-
-    /// Logs in; on success the server is at its logged-in `__type__` prompt.
-    fn login(&mut self, user: &str, password: &Password) -> Result<Vec<String>, Halt> {
-        self.command("login")?;
-        self.expect(Prompt::Username)?;
-        self.send(user);
-        self.answer_challenge(password)?;
-        let turn = self.expect(Prompt::Type)?;
-        confirmed(&turn, &[outcome::LOGIN_OK, outcome::ACCESS_GRANTED])
-    }
-
-    /// Waits for `__type__` and answers with a command word.
-    fn command(&mut self, word: &str) -> Result<(), Halt> {
-        self.expect(Prompt::Type)?;
-        self.send(word);
-        Ok(())
-    }
-
-    /// Waits for a challenge and answers it.
-    fn answer_challenge(&mut self, password: &Password) -> Result<(), Halt> {
-        let turn = self.next_turn()?;
-        match &turn.prompt {
-            Prompt::Challenge(c) => {
-                self.send_response(c, password.expose());
-                Ok(())
-            }
-            other => Err(unexpected("a challenge (__nonce__, __password__)", other)),
-        }
-    }
-
-    /// Both `__password__` prompts of a new password.
-    fn give_new_password(&mut self, p: &NewPassword) -> Result<(), Halt> {
-        self.expect(Prompt::Password)?;
-        self.send_password(p.first.expose());
-        self.expect(Prompt::Password)?;
-        self.send_password(p.repeat.expose());
-        Ok(())
-    }
-
-    /// The next turn, stopped by any refusal line in it.
-    fn next_turn(&mut self) -> Result<Turn, Halt> {
-        let turn = self.turn()?;
-        if let Some(line) = turn.lines.iter().find(|l| is_refusal(l)) {
-            return Err(Halt::Refused {
-                line: line.clone(),
-                prompt: turn.prompt,
-            });
-        }
-        if turn.lines.iter().any(|l| l == outcome::UNRECOGNIZED) {
-            return Err(Halt::Failed(ClientError::Protocol(
-                "the server did not recognise a command word (is it a protocol v1 server?)"
-                    .to_string(),
-            )));
-        }
-        Ok(turn)
-    }
-
-    /// The next turn, which must end with `want`.
-    fn expect(&mut self, want: Prompt) -> Result<Turn, Halt> {
-        let turn = self.next_turn()?;
-        if turn.prompt != want {
-            return Err(unexpected(want.token(), &turn.prompt));
-        }
-        Ok(turn)
-    }
-
-    /// Says `quit` at a `__type__` prompt and waits for `__quit__`. Best effort:
-    /// the action is already decided, so a failure here changes nothing.
-    fn say_goodbye(&mut self) {
-        self.send("quit");
-        let _ = self.turn();
-    }
-
-    // -- interactive --------------------------------------------------------
-
-    /// Follows the server's prompts for a person: display lines are shown,
-    /// `>> ` at `__type__`, `Username: ` at `__username__`, a hidden prompt at
-    /// `__password__` (after a challenge, the response is sent instead).
-    ///
-    /// Ctrl-D at `>> ` says `quit`; at another prompt it closes the connection
-    /// (a `quit` there would be taken as a name or a password).
-    pub fn interact(&mut self, term: &mut dyn Terminal) -> Result<Ended> {
-        let mut challenge: Option<Challenge> = None;
-        let mut fatal: Option<String> = None;
-        let mut quitting = false;
-        loop {
-            let Some(line) = self.recv()? else {
-                return match fatal {
-                    Some(reason) => Err(ClientError::ServerSaid(reason)),
-                    None => Ok(Ended::Closed),
-                };
-            };
-            match line {
-                ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
-                    // Reported once, as the error the session ends with.
-                    Some(reason) => fatal = Some(reason.to_string()),
-                    None => term.show(&text),
-                },
-                ServerLine::Challenge(c) => challenge = Some(c),
-                ServerLine::Quit => {
-                    return match fatal {
-                        Some(reason) => Err(ClientError::ServerSaid(reason)),
-                        None => Ok(Ended::Quit),
-                    };
-                }
-                // After our `quit` the server only has `__quit__` left to say.
-                _ if quitting => {
-                    return Err(ClientError::Protocol(
-                        "the server asked for more after quit".to_string(),
-                    ))
-                }
-                ServerLine::Type => match bounded(term, ">> ", false)? {
-                    Some(word) => self.send(&word),
-                    None => {
-                        self.send("quit");
-                        quitting = true;
-                    }
-                },
-                ServerLine::Username => match bounded(term, "Username: ", false)? {
-                    Some(name) => self.send(&name),
-                    None => return Ok(Ended::Left),
-                },
-                ServerLine::Password => match bounded(term, "Password: ", true)? {
-                    Some(password) => match challenge.take() {
-                        Some(c) => self.send_response(&c, &password),
-                        None => self.send_password(&password),
-                    },
-                    None => return Ok(Ended::Left),
-                },
-            }
-        }
-    }
-}
-
-/// Reads a line from the person, asking again while it is over the protocol's
-/// line limit (the server would end the session for it).
-fn bounded(term: &mut dyn Terminal, prompt: &str, hidden: bool) -> Result<Option<String>> {
-    loop {
-        let line = match hidden {
-            true => term.read_hidden(prompt)?,
-            false => term.read_line(prompt)?,
-        };
-        match line {
-            Some(l) if l.len() > MAX_LINE_BYTES => term.show(&format!(
-                "(too long: at most {MAX_LINE_BYTES} bytes, try again)"
-            )),
-            other => return Ok(other),
-        }
-    }
-}
-
-/// The success lines `wanted`, all of which must be in `turn`.
-fn confirmed(turn: &Turn, wanted: &[&str]) -> Result<Vec<String>, Halt> {
-    for want in wanted {
-        if !turn.lines.iter().any(|l| l == want) {
-            return Err(Halt::Failed(ClientError::Protocol(format!(
-                "the server neither confirmed ({want:?}) nor refused"
-            ))));
-        }
-    }
-    Ok(wanted.iter().map(|s| s.to_string()).collect())
-}
-
-fn unexpected(want: &str, got: &Prompt) -> Halt {
-    Halt::Failed(ClientError::Protocol(format!(
-        "expected {want} from the server, got {}",
-        got.token()
-    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::lines::tests::{nonce_line, PASSWORD, RESPONSE, VERIFIER};
+    use crate::client::{Ended, NewPassword, Password, Request, Terminal, EXIT_OK, EXIT_REFUSED};
     use crate::client::{EXIT_ERROR, REPLY_TIMEOUT};
     use crate::transport::MemoryTransport;
     use std::io::{Read, Write};

@@ -32,8 +32,9 @@
 //! - `tls.rs` ([`tls`]): the client's TLS, trust and handshake;
 //! - `lines.rs`: the protocol's lines, [`ServerLine`], [`Challenge`] and its
 //!   [`Answer`], and which outcome lines are refusals ([`is_refusal`]);
-//! - `dialogue.rs`: the [`Client`] itself, scripted ([`Outcome`]) and
-//!   interactive ([`Ended`]);
+//! - `dialogue.rs`: the [`Client`] itself: connect, lines, turns up to a prompt;
+//! - `scripted.rs`: a scripted [`Request`] run to its [`Outcome`];
+//! - `interactive.rs`: a person at a [`Terminal`], to the session's [`Ended`];
 //! - `trace.rs`: the [`Trace`] of the exchange;
 //! - `terminal.rs`: the person's side: [`Terminal`], [`StdTerminal`], hidden
 //!   passwords and the Ctrl-C handler.
@@ -41,16 +42,20 @@
 mod connection;
 mod dialogue;
 mod error;
+mod interactive;
 mod lines;
 mod request;
+mod scripted;
 mod terminal;
 pub mod tls;
 mod trace;
 
 pub use connection::{ClientConfig, Stream, CONNECT_TIMEOUT, REPLY_TIMEOUT};
-pub use dialogue::{Client, Ended, Outcome};
+pub use dialogue::Client;
 pub use error::{ClientError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED};
+pub use interactive::Ended;
 pub use lines::{is_refusal, Answer, Challenge, ServerLine};
 pub use request::{read_request, Action, NewPassword, Password, PasswordSource, Request};
+pub use scripted::Outcome;
 pub use terminal::{install_interrupt_handler, StdTerminal, Terminal};
 pub use trace::Trace;
