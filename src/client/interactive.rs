@@ -4,6 +4,7 @@
 use super::dialogue::Client;
 use super::error::{ClientError, Result};
 use super::lines::{Challenge, ServerLine};
+use super::scram::{is_credential_refusal, ScramEnd};
 use super::terminal::Terminal;
 use crate::config::MAX_LINE_BYTES;
 
@@ -29,6 +30,10 @@ impl Client {
         let mut challenge: Option<Challenge> = None;
         let mut fatal: Option<String> = None;
         let mut quitting = false;
+        // The word typed last at `>> ` and the name of the last SCRAM login: a
+        // re-authentication names the session's user without asking again.
+        let mut last_word = String::new();
+        let mut scram_user: Option<String> = None;
         loop {
             let Some(line) = self.recv()? else {
                 return match fatal {
@@ -37,6 +42,29 @@ impl Client {
                 };
             };
             match line {
+                ServerLine::Text(text) if text == crate::protocol::control::SCRAM_FIRST => {
+                    let known = match last_word == crate::protocol::command::LOGIN_SCRAM {
+                        true => None,
+                        false => scram_user.clone(),
+                    };
+                    let user = match known {
+                        Some(user) => user,
+                        None => match bounded(term, "Username: ", false)? {
+                            Some(name) => name,
+                            None => return Ok(Ended::Left),
+                        },
+                    };
+                    let Some(password) = bounded(term, "Password: ", true)? else {
+                        return Ok(Ended::Left);
+                    };
+                    match self.scram_exchange(&user, &password)? {
+                        ScramEnd::Verified => scram_user = Some(user),
+                        ScramEnd::Refused(word) if is_credential_refusal(&word) => {}
+                        ScramEnd::Refused(word) => term.show(&format!(
+                            "(SCRAM: the server refused the exchange: e={word})"
+                        )),
+                    }
+                }
                 ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
                     // Reported once, as the error the session ends with.
                     Some(reason) => fatal = Some(reason.to_string()),
@@ -56,7 +84,10 @@ impl Client {
                     ))
                 }
                 ServerLine::Type => match bounded(term, ">> ", false)? {
-                    Some(word) => self.send(&word),
+                    Some(word) => {
+                        self.send(&word);
+                        last_word = word;
+                    }
                     None => {
                         self.send("quit");
                         quitting = true;

@@ -35,6 +35,7 @@
 //! - `dialogue.rs`: the [`Client`] itself: connect, lines, turns up to a prompt;
 //! - `scripted.rs`: a scripted [`Request`] run to its [`Outcome`];
 //! - `interactive.rs`: a person at a [`Terminal`], to the session's [`Ended`];
+//! - `scram.rs`: the client's side of a SCRAM-SHA-256 exchange ([`Mechanism`]);
 //! - `trace.rs`: the [`Trace`] of the exchange;
 //! - `terminal.rs`: the person's side: [`Terminal`], [`StdTerminal`], hidden
 //!   passwords and the Ctrl-C handler.
@@ -45,6 +46,7 @@ mod error;
 mod interactive;
 mod lines;
 mod request;
+mod scram;
 mod scripted;
 mod terminal;
 pub mod tls;
@@ -56,6 +58,7 @@ pub use error::{ClientError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED
 pub use interactive::Ended;
 pub use lines::{is_refusal, Answer, Challenge, ServerLine};
 pub use request::{read_request, Action, NewPassword, Password, PasswordSource, Request};
-pub use scripted::Outcome;
+pub use scram::IMPOSTOR;
+pub use scripted::{Mechanism, Outcome};
 pub use terminal::{install_interrupt_handler, StdTerminal, Terminal};
 pub use trace::Trace;

@@ -55,6 +55,30 @@ impl Trace {
         }
     }
 
+    /// The SCRAM derivation by name: the values that are password-equivalent
+    /// (P, SaltedPassword, ClientKey, ClientSignature) are never shown.
+    pub(super) fn scram_derivation(&mut self, salt_hex: &str, iterations: u32, auth_message: &str) {
+        if self.out.is_none() {
+            return;
+        }
+        let text = format!(
+            "   salt            = {salt_hex} (s=), i = {iterations}\n\
+             \x20  P               = SHA256(salt_hex + password)          (SCRAM password, not shown)\n\
+             \x20  SaltedPassword  = PBKDF2-HMAC-SHA-256(P, salt, i)      (not shown)\n\
+             \x20  ClientKey       = HMAC(SaltedPassword, \"Client Key\")  (not shown)\n\
+             \x20  StoredKey       = SHA256(ClientKey)\n\
+             \x20  AuthMessage     = {auth_message}\n\
+             \x20  ClientProof     = ClientKey XOR HMAC(StoredKey, AuthMessage)   (sent as p=)\n\
+             \x20  ServerSignature = HMAC(HMAC(SaltedPassword, \"Server Key\"), AuthMessage)   (expected as v=)"
+        );
+        self.emit(&text);
+    }
+
+    /// The server's signature was checked and matches.
+    pub(super) fn scram_verified(&mut self) {
+        self.emit("   ServerSignature matches: the server knows your credentials");
+    }
+
     /// The computation of a response, with a way to check it by hand.
     pub(super) fn challenge(&mut self, c: &Challenge, a: &Answer) {
         if self.out.is_none() {

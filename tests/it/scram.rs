@@ -665,3 +665,233 @@ fn register_with_classic_off_stores_no_verifier_and_scram_works() {
     c.login_refused("nova", PW);
     assert_granted(&scram_login(&mut c, "nova", PW));
 }
+
+// ---- run_client --scram, against the real server and fake ones ----------------
+
+const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_run_client");
+
+/// `run_client --host 127.0.0.1 --port <port> <args...>` with `stdin`.
+fn run_client(port: u16, args: &[&str], stdin: &str) -> crate::child::Run {
+    let mut cmd = Command::new(CLIENT_BIN);
+    cmd.env_remove("DCCN_HOST").env_remove("DCCN_PORT");
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args);
+    run_with_deadline(cmd, stdin, Duration::from_secs(30))
+}
+
+#[test]
+fn run_client_scram_login_change_and_delete_against_the_real_server() {
+    let app = spawn_app();
+    app.register("carl", PW);
+    let port = app.addr.port();
+    let login = |pw: &str| {
+        run_client(
+            port,
+            &["login", "--scram", "--user", "carl", "--password-stdin"],
+            &format!("{pw}\n"),
+        )
+    };
+    let ok = login(PW);
+    assert_eq!(
+        (ok.code, ok.stdout.as_str()),
+        (0, "Successfully login\nAccess granted!\n"),
+        "{ok:#?}"
+    );
+    let wrong = login("Wrong9999Z");
+    assert_eq!(
+        (wrong.code, wrong.stdout.as_str()),
+        (1, "User or password incorrect\n"),
+        "{wrong:#?}"
+    );
+    let changed = run_client(
+        port,
+        &[
+            "change-password",
+            "--scram",
+            "--user",
+            "carl",
+            "--password-stdin",
+        ],
+        &format!("{PW}\nN3wPassw0rd\n"),
+    );
+    assert_eq!(
+        (changed.code, changed.stdout.as_str()),
+        (0, "Password successfully changed\n"),
+        "{changed:#?}"
+    );
+    assert_eq!(login("N3wPassw0rd").code, 0);
+    let deleted = run_client(
+        port,
+        &[
+            "delete-account",
+            "--scram",
+            "--user",
+            "carl",
+            "--password-stdin",
+        ],
+        "N3wPassw0rd\n",
+    );
+    assert_eq!(
+        (deleted.code, deleted.stdout.as_str()),
+        (0, "Your account was removed from system\n"),
+        "{deleted:#?}"
+    );
+    assert_eq!(login("N3wPassw0rd").code, 1);
+    let register = run_client(
+        port,
+        &["register", "--scram", "--user", "x", "--password-stdin"],
+        "a\n",
+    );
+    assert_eq!(register.code, 2, "{register:#?}");
+}
+
+#[test]
+fn run_client_scram_trace_shows_messages_and_key_names_never_secrets() {
+    let app = spawn_app();
+    app.register("tina", PW);
+    let run = run_client(
+        app.addr.port(),
+        &[
+            "--trace",
+            "login",
+            "--scram",
+            "--user",
+            "tina",
+            "--password-stdin",
+        ],
+        &format!("{PW}\n"),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let trace = &run.stderr;
+    for shown in [
+        "C> login_scram",
+        "S> __scram_first__",
+        "C> n,,n=tina,r=",
+        "S> __scram_challenge__:r=",
+        "C> c=biws,r=",
+        "S> __scram_final__:v=",
+        "SaltedPassword",
+        "ClientKey",
+        "AuthMessage",
+        "ServerSignature matches",
+    ] {
+        assert!(trace.contains(shown), "{shown:?} missing in {trace}");
+    }
+    // The secrets, computed here from the stored salt: none may appear.
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    let salt_hex: String = conn
+        .query_row("SELECT salt FROM USERS WHERE login = 'tina'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let salt = salt_bytes(&salt_hex).unwrap();
+    let p = crypto::verifier(&salt_hex, PW);
+    let salted = dccn_auth::scram::keys::salted_password(p.as_bytes(), &salt, 4096);
+    let client_key = dccn_auth::scram::keys::client_key(&salted);
+    use base64::Engine;
+    let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+    for secret in [
+        PW.to_string(),
+        p,
+        hex::encode(salted),
+        b64(&salted),
+        hex::encode(client_key),
+        b64(&client_key),
+    ] {
+        assert!(!trace.contains(&secret), "the trace shows a secret");
+    }
+}
+
+/// What a fake server does after the client-final (or instead of a sane challenge).
+#[derive(Clone, Copy)]
+enum Fake {
+    WrongSignature,
+    NoFinal,
+    Iterations(u64),
+}
+
+/// A fake server on 127.0.0.1 that runs one SCRAM exchange its own way; its
+/// thread returns what it read after the challenge (None: the client closed).
+fn fake_server(kind: Fake) -> (u16, std::thread::JoinHandle<Option<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut w = sock.try_clone().unwrap();
+        let mut r = BufReader::new(sock);
+        let mut line = String::new();
+        let mut read = |r: &mut BufReader<std::net::TcpStream>| {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line.trim_end().to_string()),
+            }
+        };
+        write!(w, "Connected to server\n{MAIN_MENU}\n__type__\n").unwrap();
+        assert_eq!(read(&mut r).as_deref(), Some("login_scram"));
+        writeln!(w, "__scram_first__").unwrap();
+        let first = read(&mut r).unwrap();
+        let c_nonce = first.split(",r=").nth(1).unwrap().to_string();
+        let i = match kind {
+            Fake::Iterations(i) => i,
+            _ => 4096,
+        };
+        writeln!(w, "__scram_challenge__:r={c_nonce}c2VydmVyLW5vbmNlLWRlbW8x,s=bV2jXselSX6bls6OiFYnRw==,i={i}").unwrap();
+        let answer = read(&mut r);
+        if answer.is_some() {
+            let ok = "Successfully login\nAccess granted!\n";
+            // The client may already have closed (that is what is tested).
+            let _ = match kind {
+                Fake::WrongSignature => write!(
+                    w,
+                    "__scram_final__:v=rLeeLTzSXh5lPwmSs3AUi0mFO3UOKAu8F+9h3QBvun4=\n{ok}{USER_MENU}\n__type__\n"
+                ),
+                _ => write!(w, "{ok}{USER_MENU}\n__type__\n"),
+            };
+            let _ = read(&mut r);
+        }
+        answer
+    });
+    (port, t)
+}
+
+fn client_against(kind: Fake) -> (crate::child::Run, Option<String>) {
+    let (port, server) = fake_server(kind);
+    let run = run_client(
+        port,
+        &["login", "--scram", "--user", "demo", "--password-stdin"],
+        "Passw0rdDemo\n",
+    );
+    (run, server.join().unwrap())
+}
+
+#[test]
+fn run_client_refuses_a_server_that_signs_wrongly_or_not_at_all() {
+    for kind in [Fake::WrongSignature, Fake::NoFinal] {
+        let (run, _) = client_against(kind);
+        assert_eq!(run.code, 2, "{run:#?}");
+        assert!(!run.stdout.contains("Access granted!"), "{run:#?}");
+        assert!(
+            run.stderr.contains("server signature is wrong: the server does not know your credentials (possible impostor)"),
+            "{run:#?}"
+        );
+    }
+}
+
+#[test]
+fn run_client_refuses_iteration_counts_out_of_range_without_replying() {
+    for (i, why) in [
+        (4095, "below the minimum of 4096"),
+        (10_000_001, "above the maximum of 10000000"),
+    ] {
+        let (run, answer) = client_against(Fake::Iterations(i));
+        assert_eq!(run.code, 2, "{run:#?}");
+        assert!(run.stderr.contains(why), "{run:#?}");
+        assert_eq!(answer, None, "the client closed without a client-final");
+    }
+    // The bounds themselves are fine: 10,000,000 is refused by nobody (not run
+    // here: it costs seconds of PBKDF2), 4096 is the spec's vector.
+}
