@@ -242,6 +242,9 @@ fn each_malformed_client_first_gets_its_error_before_any_challenge() {
     assert_granted(&scram_login(&mut c, "demo", PW));
 }
 
+/// Builds a client-final-message from the challenge's nonce.
+type MakeFinal = fn(&str) -> String;
+
 #[test]
 fn each_malformed_client_final_gets_its_error_and_does_not_count() {
     let app = spawn_app();
@@ -250,7 +253,7 @@ fn each_malformed_client_final_gets_its_error_and_does_not_count() {
     c.expect_greeting();
     let before = failures(&app);
     let proof = "IxadUB227scOGPbbTpWdV3bUWUR5Q1rScifc/+Acm5o=";
-    let cases: [(fn(&str) -> String, &str); 7] = [
+    let cases: [(MakeFinal, &str); 7] = [
         (|_| String::new(), "invalid-encoding"),
         (|n| format!("c=biws,r={n}"), "invalid-encoding"),
         (
@@ -894,4 +897,124 @@ fn run_client_refuses_iteration_counts_out_of_range_without_replying() {
     }
     // The bounds themselves are fine: 10,000,000 is refused by nobody (not run
     // here: it costs seconds of PBKDF2), 4096 is the spec's vector.
+}
+
+/// A person at a terminal, typing from a list; what was shown is kept.
+struct Typist {
+    answers: Vec<&'static str>,
+    shown: Vec<String>,
+    prompts: Vec<String>,
+}
+
+impl dccn_auth::client::Terminal for Typist {
+    fn show(&mut self, line: &str) {
+        self.shown.push(line.to_string());
+    }
+    fn read_line(
+        &mut self,
+        prompt: &str,
+    ) -> Result<Option<String>, dccn_auth::client::ClientError> {
+        self.prompts.push(prompt.to_string());
+        Ok((!self.answers.is_empty()).then(|| self.answers.remove(0).to_string()))
+    }
+    fn read_hidden(
+        &mut self,
+        prompt: &str,
+    ) -> Result<Option<String>, dccn_auth::client::ClientError> {
+        self.read_line(&format!("(hidden) {prompt}"))
+    }
+}
+
+#[test]
+fn interactive_login_scram_and_reauthentication_without_asking_the_name_again() {
+    use dccn_auth::client::{Client, ClientConfig, Ended, Trace};
+    let app = spawn_app();
+    app.register("ivy", PW);
+    let mut term = Typist {
+        answers: vec![
+            "login_scram",
+            "ivy",
+            PW,
+            "change_password",
+            PW,
+            "N3wPassw0rd",
+            "N3wPassw0rd",
+            "quit",
+        ],
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    };
+    let config = ClientConfig::new("127.0.0.1", app.addr.port());
+    let ended = Client::connect(&config, Trace::off())
+        .unwrap()
+        .interact(&mut term)
+        .unwrap();
+    assert_eq!(ended, Ended::Quit);
+    assert!(
+        term.shown.contains(&"Access granted!".to_string()),
+        "{:?}",
+        term.shown
+    );
+    assert!(
+        term.shown
+            .contains(&"Password successfully changed".to_string()),
+        "{:?}",
+        term.shown
+    );
+    assert_eq!(
+        term.prompts,
+        [
+            ">> ",
+            "Username: ",
+            "(hidden) Password: ",
+            ">> ",
+            "(hidden) Password: ",
+            "(hidden) Password: ",
+            "(hidden) Password: ",
+            ">> "
+        ]
+    );
+    let mut c = app.client();
+    c.expect_greeting();
+    assert_granted(&scram_login(&mut c, "ivy", "N3wPassw0rd"));
+}
+
+#[test]
+fn run_server_refuses_iteration_counts_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    for bad in ["4095", "10000001", "many"] {
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.args(["--port", "0", "--scram-iterations", bad, "--db"])
+            .arg(&db);
+        let run = run_with_deadline(cmd, "", Duration::from_secs(30));
+        assert_eq!(run.code, 2, "{bad}: {run:#?}");
+        assert!(run.stderr.contains("--scram-iterations"), "{run:#?}");
+    }
+    let mut cmd = Command::new(SERVER_BIN);
+    cmd.args(["--classic-login", "maybe", "--db"]).arg(&db);
+    let run = run_with_deadline(cmd, "", Duration::from_secs(30));
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(!db.exists(), "nothing was started");
+}
+
+#[test]
+fn a_store_failure_at_the_lookup_is_other_error_then_server_error() {
+    let app = spawn_app();
+    app.register("sue", PW);
+    // Another process breaks the database under the running server.
+    rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .execute_batch("DROP TABLE SCRAM_SHA_256")
+        .unwrap();
+    let mut c = app.client();
+    c.expect_greeting();
+    let before = failures(&app);
+    c.send("login_scram");
+    c.expect_prompt("__scram_first__");
+    c.send(&message::format_client_first("sue", &message::new_nonce()));
+    let (msg, after) = read_final(&mut c);
+    assert_eq!(msg, "e=other-error");
+    assert_eq!(after, vec!["Server error, try again later", MAIN_MENU]);
+    assert_eq!(failures(&app), before, "a store failure does not count");
 }
