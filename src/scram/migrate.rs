@@ -190,18 +190,15 @@ mod tests {
 
         // A server that ignores SCRAM_SHA_256 changes demo's password: stale row.
         let changed = user("demo", "6d5da35ec7a5497e9b96ce8e88562747", "OtherPass1");
-        let mut stale = store.find_scram("demo").unwrap().unwrap().scram;
-        stale.as_mut().unwrap().iterations = 4096;
+        // Its change kept the old SCRAM row: now stale.
+        let old_row = store.find_scram("demo").unwrap().unwrap().scram;
         store
-            .put_scram_rows(&[], &[])
-            .and_then(|_| {
-                store.change_password(
-                    "demo",
-                    changed.verifier.as_deref(),
-                    &changed.salt,
-                    stale.as_ref(),
-                )
-            })
+            .change_password(
+                "demo",
+                changed.verifier.as_deref(),
+                &changed.salt,
+                old_row.as_ref(),
+            )
             .unwrap();
         let third = migrate(&store, 4096, true).unwrap();
         assert_eq!(
