@@ -79,7 +79,9 @@ impl Trace {
         self.emit("   ServerSignature matches: the server knows your credentials");
     }
 
-    /// The computation of a response, with a way to check it by hand.
+    /// The computation of a response, with a way to check it by hand. The
+    /// verifier is named, not shown: it is password-equivalent for classic, and
+    /// the SCRAM password once SCRAM is deployed (protocol-scram.md, client rule 5).
     pub(super) fn challenge(&mut self, c: &Challenge, a: &Answer) {
         if self.out.is_none() {
             return;
@@ -87,13 +89,12 @@ impl Trace {
         let text = format!(
             "   salt     = {salt}\n\
              \x20  nonce    = {nonce}\n\
-             \x20  verifier = SHA256(salt + password) = {verifier}\n\
+             \x20  verifier = SHA256(salt + password)   (not shown: it is password-equivalent)\n\
              \x20  response = SHA256(nonce + verifier) = {response}\n\
-             \x20  check: printf '%s' {salt} 'password' | sha256sum   (type your password for 'password')\n\
-             \x20         printf '%s' {nonce} {verifier} | sha256sum",
+             \x20  check: printf '%s' {salt} 'password' | sha256sum   (type your password for 'password': gives the verifier)\n\
+             \x20         printf '%s' {nonce} VERIFIER | sha256sum   (VERIFIER: the line above's result)",
             salt = c.salt,
             nonce = c.nonce,
-            verifier = a.verifier,
             response = a.response,
         );
         self.emit(&text);
