@@ -43,7 +43,7 @@ impl Client {
             };
             match line {
                 ServerLine::Text(text) if text == crate::protocol::control::SCRAM_FIRST => {
-                    let known = match last_word == crate::protocol::command::LOGIN_SCRAM {
+                    let known = match last_word.trim() == crate::protocol::command::LOGIN_SCRAM {
                         true => None,
                         false => scram_user.clone(),
                     };
