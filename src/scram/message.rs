@@ -589,6 +589,20 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_server_line_stays_under_400_bytes() {
+        // Ours: a 24-character s-nonce. The spec's bound: one of 64.
+        let c_nonce = "x".repeat(SCRAM_C_NONCE_MAX_CHARS);
+        for (s_nonce, want) in [(new_nonce(), 339), ("y".repeat(64), 379)] {
+            let first = format_server_first(
+                &format!("{c_nonce}{s_nonce}"),
+                &[0xff; SALT_LEN],
+                10_000_000,
+            );
+            assert_eq!(format!("__scram_challenge__:{first}").len(), want);
+        }
+    }
+
+    #[test]
     fn nonces_are_24_printable_characters() {
         let a = new_nonce();
         assert_eq!(a.len(), 24);

@@ -486,7 +486,9 @@ fn original_database(path: &Path) {
          INSERT INTO USERS VALUES ('orig_user',
            'e3bc9e94b23a0c8dfb7501d461d994480daf2e4e6866e36b0a23a3069288d207',
            '00112233445566778899aabbccddeeff');
-         INSERT INTO USERS VALUES ('legacy user', 'x', 'y');",
+         INSERT INTO USERS VALUES ('legacy user', 'x', 'y');
+         INSERT INTO USERS VALUES ('legacy_salt',
+           '4483ebe21806714fe0d4fd4fbc05d020ab13d36ade3e1510d7bb6a9580849029', 'SALT');",
     )
     .unwrap();
 }
@@ -520,10 +522,10 @@ fn original_database_is_migrated_without_passwords() {
     }
     let out = migrate(&db, &[]);
     assert!(
-        out.starts_with("migrate-scram: 3 users: 2 derived"),
+        out.starts_with("migrate-scram: 4 users: 2 derived"),
         "{out}"
     );
-    assert!(out.contains("1 skipped"), "{out}");
+    assert!(out.contains("2 skipped"), "{out}");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let row: (String, i64, String, String) = conn
         .query_row(
@@ -552,6 +554,13 @@ fn original_database_is_migrated_without_passwords() {
     let x = scram_login(&mut c, "orig_user", "Pässwört9X");
     assert_eq!(x.salt_hex, "00112233445566778899aabbccddeeff");
     assert_granted(&x);
+    c.send("logout");
+    c.expect_prompt("__type__");
+    // A legacy salt cannot use SCRAM: the fake salt, the default count, refused.
+    let legacy = scram_login(&mut c, "legacy_salt", "Passw0rdDemo");
+    assert_refused(&legacy, MAIN_MENU);
+    let fake = FakeCredentials::new(handle.services().store.secret()).salt("legacy_salt");
+    assert_eq!((legacy.salt_hex, legacy.iterations), (fake, 4096));
 }
 
 #[test]
