@@ -5,6 +5,10 @@
 //! Modes ([`Mode`]), each a closed loop per worker thread:
 //! - `login`: connect, greeting, login (salt/nonce challenge), logout, quit; one
 //!   cycle per connection.
+//! - `login-scram`: the same cycle with `login_scram` (SCRAM-SHA-256), the
+//!   server signature checked each time. Like any SCRAM client may, each worker
+//!   keeps the keys derived for a (salt, iteration count), so PBKDF2 runs once
+//!   per worker and the rate measures the server's work (a few HMACs).
 //! - `session`: log in once per connection, then `whoami` round trips, each
 //!   checked for `You are <user>`.
 //! - `register`: one full registration per connection, with fresh names
@@ -54,6 +58,8 @@ pub const MAX_REGISTRATIONS_PER_WORKER: u64 = 9_999_999;
 pub enum Mode {
     /// Connect, greeting, login, logout, quit: one cycle per connection.
     Login,
+    /// The login cycle with SCRAM-SHA-256 (`login_scram`).
+    LoginScram,
     /// Log in once per connection, then `whoami` round trips.
     Session,
     /// One full registration per connection, with fresh names.
@@ -71,6 +77,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Login => "login",
+            Mode::LoginScram => "login-scram",
             Mode::Session => "session",
             Mode::Register => "register",
             Mode::Idle => "idle",
@@ -135,7 +142,7 @@ impl BenchConfig {
                     .map_err(|rule| format!("the password breaks the server's rule: {rule}"))?;
             }
             Mode::Connect => {}
-            Mode::Login | Mode::Session | Mode::Idle => {
+            Mode::Login | Mode::LoginScram | Mode::Session | Mode::Idle => {
                 if self.user.is_empty() || self.user.contains(['\n', '\r']) {
                     return Err("--user must be a non-empty single line".into());
                 }
@@ -529,6 +536,65 @@ fn login(c: &mut Conn, cfg: &BenchConfig) -> Step<bool> {
     Ok(granted)
 }
 
+/// Keys a SCRAM client derived for one (salt, iteration count): PBKDF2 once.
+#[derive(Default)]
+struct ScramKeyCache {
+    salt: [u8; crate::scram::SALT_LEN],
+    iterations: u32,
+    keys: Option<crate::scram::keys::ClientKeys>,
+}
+
+/// From the main menu's `__type__`: `login_scram`, the server signature checked.
+fn login_scram(c: &mut Conn, cfg: &BenchConfig, cache: &mut ScramKeyCache) -> Step<bool> {
+    use crate::scram::keys::ClientKeys;
+    use crate::scram::message::{self, ServerFinal};
+    c.send(crate::protocol::command::LOGIN_SCRAM)?;
+    c.expect(control::SCRAM_FIRST)?;
+    let c_nonce = message::new_nonce();
+    let first = message::format_client_first(&cfg.user, &c_nonce);
+    c.send(&first)?;
+    c.wait_for(&[], Some(control::SCRAM_CHALLENGE_PREFIX))?;
+    let server_first = c.line[control::SCRAM_CHALLENGE_PREFIX.len()..].to_string();
+    let sf = message::parse_server_first(&server_first, &c_nonce)
+        .map_err(|e| format!("bad SCRAM challenge {server_first:?}: {e}"))?;
+    if cache.keys.is_none() || cache.salt != sf.salt || cache.iterations != sf.iterations {
+        cache.keys = Some(ClientKeys::derive(&cfg.password, &sf.salt, sf.iterations));
+        (cache.salt, cache.iterations) = (sf.salt, sf.iterations);
+    }
+    let keys = cache.keys.as_ref().ok_or("no keys")?;
+    let without_proof = message::format_client_final_without_proof("n,,", sf.nonce);
+    let am = message::auth_message(&first[3..], &server_first, &without_proof);
+    c.send(&message::format_client_final(
+        &without_proof,
+        &keys.proof(&am),
+    ))?;
+    c.wait_for(&[], Some(control::SCRAM_FINAL_PREFIX))?;
+    let granted = match message::parse_server_final(&c.line[control::SCRAM_FINAL_PREFIX.len()..]) {
+        ServerFinal::Signature(sig) if keys.server_signature_matches(&am, &sig) => true,
+        ServerFinal::Error(e) if e == "invalid-proof" => false,
+        _ => return Err(format!("bad or unexpected server-final {:?}", c.line)),
+    };
+    let want = match granted {
+        true => outcome::ACCESS_GRANTED,
+        false => outcome::LOGIN_FAILED,
+    };
+    c.expect(want)?;
+    c.expect(control::TYPE)?;
+    Ok(granted)
+}
+
+/// Connect, greeting, login_scram, logout, quit.
+fn login_scram_cycle(cfg: &BenchConfig, cache: &mut ScramKeyCache) -> Step<bool> {
+    let mut c = Conn::greeted(cfg)?;
+    let granted = login_scram(&mut c, cfg, cache)?;
+    if granted {
+        c.send("logout")?;
+        c.expect(control::TYPE)?;
+    }
+    c.quit()?;
+    Ok(granted)
+}
+
 /// Connect, greeting, login, logout, quit.
 fn login_cycle(cfg: &BenchConfig) -> Step<bool> {
     let mut c = Conn::greeted(cfg)?;
@@ -642,6 +708,15 @@ fn worker(id: usize, cfg: &BenchConfig, n: &Counters, deadline: Instant) -> Hist
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 if !n.outcome(connect_cycle(cfg), t0, &mut hist) {
+                    backoff(deadline);
+                }
+            }
+        }
+        Mode::LoginScram => {
+            let mut cache = ScramKeyCache::default();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                if !n.outcome(login_scram_cycle(cfg, &mut cache), t0, &mut hist) {
                     backoff(deadline);
                 }
             }

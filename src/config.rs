@@ -102,6 +102,17 @@ pub const LOG_WARN_BURST: u32 = 10;
 pub const LOG_WARN_WINDOW: Duration = Duration::from_secs(60);
 /// Logs: sources whose warnings are counted apart at most (the rest share one count).
 pub const LOG_LIMIT_MAX_SOURCES: usize = 10_000;
+/// SCRAM-SHA-256: the default PBKDF2 iteration count (RFC 7677 section 4's floor),
+/// for new rows and for the mock answers to unknown users.
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+/// SCRAM: counts below this are a downgrade (server refuses to start, client refuses).
+pub const SCRAM_MIN_ITERATIONS: u32 = 4096;
+/// SCRAM: counts above this are a client-side denial of service.
+pub const SCRAM_MAX_ITERATIONS: u32 = 10_000_000;
+/// SCRAM: longest client nonce, in characters (all printable ASCII).
+pub const SCRAM_C_NONCE_MAX_CHARS: usize = 255;
+/// SCRAM: random bytes in a server or client nonce (24 base64 characters).
+pub const SCRAM_NONCE_BYTES: usize = 18;
 
 /// Client: longest wait for the TCP handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -226,6 +237,11 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The chat room's numbers.
     pub chat: ChatLimits,
+    /// PBKDF2 iterations of new SCRAM rows and of mock answers.
+    pub scram_iterations: u32,
+    /// `--classic-login off`: classic logins always fail, new passwords get no
+    /// classic verifier (`USERS.password` NULL).
+    pub classic_login: bool,
 }
 
 impl Default for ServerConfig {
@@ -244,6 +260,8 @@ impl Default for ServerConfig {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             tls: None,
             chat: ChatLimits::default(),
+            scram_iterations: DEFAULT_SCRAM_ITERATIONS,
+            classic_login: true,
         }
     }
 }

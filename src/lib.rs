@@ -18,6 +18,7 @@
 //! - [`codec`]: line framing: length limit, UTF-8, deadlines, one write per turn.
 //! - [`crypto`]: salts, nonces, verifiers, responses, fake salts, constant-time compare.
 //! - [`rules`]: the username and password rules.
+//! - [`scram`](mod@scram): SCRAM-SHA-256 messages, key derivation and the offline migration.
 //! - [`store`]: the `USERS` table, durable registrations with group commit.
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
@@ -46,6 +47,7 @@ pub mod descriptors;
 pub mod log_limit;
 pub mod protocol;
 pub mod rules;
+pub mod scram;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -6,7 +6,7 @@
 //! other string is part of the contract in `docs/PROTOCOL.md` and must not
 //! change without it.
 
-pub const MAIN_MENU: &str = "What do you want to do? (register/login/quit)";
+pub const MAIN_MENU: &str = "What do you want to do? (register/login/login_scram/quit)";
 pub const USER_MENU: &str =
     "What do you want to do? (ls/whoami/chat/change_password/logout/delete_account/quit)";
 /// The original's fixed demo listing for `ls` (never user data).
@@ -88,6 +88,29 @@ pub mod control {
     pub const ENDCHAT: &str = "__endchat__";
     /// What every control line begins with.
     pub const MARK: &str = "__";
+    /// A SCRAM exchange starts; the client answers with its client-first-message.
+    pub const SCRAM_FIRST: &str = "__scram_first__";
+    /// Followed by the server-first-message; the client answers client-final.
+    pub const SCRAM_CHALLENGE_PREFIX: &str = "__scram_challenge__:";
+    /// Followed by `v=<signature>` or `e=<error>`; the outcome lines follow.
+    pub const SCRAM_FINAL_PREFIX: &str = "__scram_final__:";
+}
+
+/// Command words of the menus that need a name in code (the others are literals
+/// in the session's match).
+pub mod command {
+    pub const LOGIN_SCRAM: &str = "login_scram";
+}
+
+/// The `e=` values of `__scram_final__:` (RFC 5802 server-error words).
+pub mod scram_error {
+    pub const INVALID_ENCODING: &str = "invalid-encoding";
+    pub const CHANNEL_BINDING_NOT_SUPPORTED: &str = "channel-binding-not-supported";
+    pub const EXTENSIONS_NOT_SUPPORTED: &str = "extensions-not-supported";
+    pub const INVALID_USERNAME_ENCODING: &str = "invalid-username-encoding";
+    pub const CHANNEL_BINDINGS_DONT_MATCH: &str = "channel-bindings-dont-match";
+    pub const INVALID_PROOF: &str = "invalid-proof";
+    pub const OTHER_ERROR: &str = "other-error";
 }
 
 /// `Error: <reason>` frames: the server sends one, then `__quit__`, then closes.

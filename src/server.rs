@@ -223,7 +223,9 @@ impl Server {
             log::warn!("{warning}");
         }
         let store = UserStore::open(&config.db_path)?;
-        let services = Services::new(store, config.login_timeout, config.session_timeout);
+        let mut services = Services::new(store, config.login_timeout, config.session_timeout);
+        services.scram_iterations = config.scram_iterations;
+        services.classic_login = config.classic_login;
         Self::bind_with(config, services)
     }
 

@@ -1,8 +1,15 @@
 //! The user store: the original `USERS` table in one SQLite file.
 //!
 //! ```sql
-//! USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT)   -- password = verifier
+//! USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT)   -- password = verifier or NULL
+//! SCRAM_SHA_256 (login TEXT PRIMARY KEY, iterations INTEGER NOT NULL,
+//!                stored_key TEXT NOT NULL, server_key TEXT NOT NULL)
 //! ```
+//!
+//! `USERS` keeps the original schema; `USERS.password` NULL means "no classic
+//! verifier". A `SCRAM_SHA_256` row is written in the same transaction as its
+//! `USERS` row (register, change_password) and removed with it (delete). The
+//! store only keeps and returns rows: what they mean is the mechanisms' business.
 //!
 //! All sessions share one [`rusqlite::Connection`] behind a [`Mutex`]; the lock is
 //! held for one statement or one transaction, never across socket I/O or hashing.
@@ -16,7 +23,7 @@
 //! (group commit, see [`UserStore::register`]), so many of them cost one sync.
 
 use crate::config::STORE_BUSY_TIMEOUT;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 use std::fmt;
@@ -46,9 +53,79 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub login: String,
-    /// `hex(SHA-256(salt || password))`, never the password.
-    pub verifier: String,
+    /// `hex(SHA-256(salt || password))`, never the password; `None` (NULL): no
+    /// classic verifier (dropped by the migration, or classic login is off).
+    pub verifier: Option<String>,
+    /// As stored; a NULL salt (a legacy row) reads as "".
     pub salt: String,
+}
+
+/// A `SCRAM_SHA_256` row but the login, as stored (the columns as text: a corrupt
+/// row is returned as it is, and the mechanism decides it is unusable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramRow {
+    pub iterations: i64,
+    pub stored_key: String,
+    pub server_key: String,
+}
+
+/// What the SCRAM lookup returns for an existing user: the salt and the SCRAM
+/// row, if there is one of the expected types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramLookup {
+    pub salt: String,
+    pub scram: Option<ScramRow>,
+}
+
+/// A `USERS` row with its `SCRAM_SHA_256` row, if any (for the migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserWithScram {
+    pub user: UserRecord,
+    pub scram: Option<ScramRow>,
+}
+
+/// What [`UserStore::put_scram_rows`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScramWrites {
+    /// SCRAM rows written (their USERS row was unchanged since it was read).
+    pub written: usize,
+    /// Classic verifiers set to NULL.
+    pub dropped: usize,
+}
+
+/// Reads the SCRAM columns of a joined row; `None` if absent or of another type.
+fn scram_columns(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<ScramRow>> {
+    let iterations: Value = r.get(first)?;
+    let stored: Value = r.get(first + 1)?;
+    let server: Value = r.get(first + 2)?;
+    Ok(match (iterations, stored, server) {
+        (Value::Integer(iterations), Value::Text(stored_key), Value::Text(server_key)) => {
+            Some(ScramRow {
+                iterations,
+                stored_key,
+                server_key,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// Reads `login, password, salt` at columns 0..3, NULLs and all.
+fn user_columns(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        login: r.get(0)?,
+        verifier: text_or_none(r.get(1)?),
+        salt: text_or_none(r.get(2)?).unwrap_or_default(),
+    })
+}
+
+/// A text column as text; NULL or a value of another type (a hand-edited
+/// database) as `None`, so that no row can crash a reader.
+fn text_or_none(v: Value) -> Option<String> {
+    match v {
+        Value::Text(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// Hex digits of a stored classic verifier (SHA-256) and of a salt (16 bytes).
@@ -61,6 +138,10 @@ pub const SALT_HEX_LEN: usize = 32;
 pub struct StoredUser {
     pub login: String,
     pub classic: Result<ClassicVerifier, UnusableRow>,
+    /// The salt when it is 32 lowercase hex digits, whatever the verifier: a
+    /// user without a classic verifier (SCRAM only) still shows its real salt,
+    /// the same one a SCRAM exchange shows.
+    pub salt: Option<String>,
 }
 
 /// Classic credentials that passed [`ClassicVerifier::parse`]: a verifier of 64
@@ -142,7 +223,12 @@ impl fmt::Display for UnusableRow {
 
 fn stored_user(login: String, r: &Row<'_>, first: usize) -> rusqlite::Result<StoredUser> {
     let classic = ClassicVerifier::parse(r.get_ref(first)?, r.get_ref(first + 1)?);
-    Ok(StoredUser { login, classic })
+    let salt = hex_column(r.get_ref(first + 1)?, SALT_HEX_LEN).ok();
+    Ok(StoredUser {
+        login,
+        classic,
+        salt,
+    })
 }
 
 /// Result of a registration that reached the database.
@@ -157,6 +243,7 @@ pub enum Registration {
 struct Pending {
     ticket: u64,
     record: UserRecord,
+    scram: Option<ScramRow>,
 }
 
 /// Registrations queued for a commit, and the results of those already done.
@@ -235,8 +322,20 @@ impl UserStore {
         // WAL + FULL: a commit is durable when it returns, with one sync of the log.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Query planner stability: without it SQLite re-prepared the SCRAM
+        // lookup's join (LEFT JOIN on the bound name) on every call, a SQL parse
+        // per login (seen in a profile of run_bench --mode login-scram).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT);
+             CREATE TABLE IF NOT EXISTS SCRAM_SHA_256 (
+                 login      TEXT PRIMARY KEY,
+                 iterations INTEGER NOT NULL,
+                 stored_key TEXT NOT NULL,
+                 server_key TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS SERVER_SECRET (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  secret BLOB NOT NULL);",
@@ -269,12 +368,41 @@ impl UserStore {
         &self.secret
     }
 
-    /// The user named exactly `login`, if any, with its row checked.
-    pub fn find(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
+    /// The user named exactly `login`, if any.
+    pub fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt =
+            db.prepare_cached("SELECT login, password, salt FROM USERS WHERE login = ?1")?;
+        Ok(stmt.query_row(params![login], user_columns).optional()?)
+    }
+
+    /// The user named exactly `login` as the classic challenge sees it: its
+    /// row checked by [`ClassicVerifier::parse`].
+    pub fn find_classic(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached("SELECT password, salt FROM USERS WHERE login = ?1")?;
         let row = stmt
             .query_row(params![login], |r| stored_user(login.to_string(), r, 0))
+            .optional()?;
+        Ok(row)
+    }
+
+    /// The SCRAM lookup, one query: the user's salt joined with its SCRAM row.
+    /// `None`: no such user (an orphan SCRAM row is ignored).
+    pub fn find_scram(&self, login: &str) -> Result<Option<ScramLookup>, StoreError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare_cached(
+            "SELECT u.salt, s.iterations, s.stored_key, s.server_key
+             FROM USERS u LEFT JOIN SCRAM_SHA_256 s ON s.login = u.login
+             WHERE u.login = ?1",
+        )?;
+        let row = stmt
+            .query_row(params![login], |r| {
+                Ok(ScramLookup {
+                    salt: text_or_none(r.get(0)?).unwrap_or_default(),
+                    scram: scram_columns(r, 1)?,
+                })
+            })
             .optional()?;
         Ok(row)
     }
@@ -292,12 +420,21 @@ impl UserStore {
     /// one sync for all, and leaves each caller its result. A caller whose row was
     /// written by someone else finds its result as soon as it gets the lock. While
     /// one batch is being synced, the next batch gathers in the queue.
-    pub fn register(&self, record: UserRecord) -> Result<Registration, StoreError> {
+    /// The SCRAM row, if given, is written in the same transaction.
+    pub fn register(
+        &self,
+        record: UserRecord,
+        scram: Option<ScramRow>,
+    ) -> Result<Registration, StoreError> {
         let ticket = {
             let mut q = lock(&self.queue);
             q.next_ticket += 1;
             let ticket = q.next_ticket;
-            q.waiting.push(Pending { ticket, record });
+            q.waiting.push(Pending {
+                ticket,
+                record,
+                scram,
+            });
             ticket
         };
         let mut db = lock(&self.db);
@@ -323,24 +460,110 @@ impl UserStore {
         mine.unwrap_or_else(|| Err(StoreError("registration lost from the commit queue".into())))
     }
 
-    /// Replaces the verifier and salt of an existing user; false if there is none.
+    /// Replaces the verifier (or NULL) and salt of an existing user and, in the
+    /// same transaction, its SCRAM row (made if missing); false if there is no user.
     pub fn change_password(
         &self,
         login: &str,
-        verifier: &str,
+        verifier: Option<&str>,
         salt: &str,
+        scram: Option<&ScramRow>,
     ) -> Result<bool, StoreError> {
-        let db = lock(&self.db);
-        let mut stmt =
-            db.prepare_cached("UPDATE USERS SET password = ?2, salt = ?3 WHERE login = ?1")?;
-        Ok(stmt.execute(params![login, verifier, salt])? == 1)
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        let changed = tx
+            .prepare_cached("UPDATE USERS SET password = ?2, salt = ?3 WHERE login = ?1")?
+            .execute(params![login, verifier, salt])?
+            == 1;
+        if changed {
+            match scram {
+                Some(row) => put_scram_row(&tx, login, row)?,
+                // No new SCRAM row: the old one belongs to the old salt.
+                None => delete_scram_row(&tx, login)?,
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
     }
 
-    /// Removes a user; false if there was none.
+    /// Removes a user and its SCRAM row in one transaction; false if there was none.
     pub fn delete(&self, login: &str) -> Result<bool, StoreError> {
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        let removed = tx
+            .prepare_cached("DELETE FROM USERS WHERE login = ?1")?
+            .execute(params![login])?
+            == 1;
+        delete_scram_row(&tx, login)?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Every `USERS` row with its SCRAM row, if any, sorted by name.
+    pub fn list_with_scram(&self) -> Result<Vec<UserWithScram>, StoreError> {
         let db = lock(&self.db);
-        let mut stmt = db.prepare_cached("DELETE FROM USERS WHERE login = ?1")?;
-        Ok(stmt.execute(params![login])? == 1)
+        let mut stmt = db.prepare(
+            "SELECT u.login, u.password, u.salt, s.iterations, s.stored_key, s.server_key
+             FROM USERS u LEFT JOIN SCRAM_SHA_256 s ON s.login = u.login
+             ORDER BY u.login",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UserWithScram {
+                user: user_columns(r)?,
+                scram: scram_columns(r, 3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// In one transaction, compare-and-set on (login, password, salt) as read in
+    /// `writes` and `drops`: writes each SCRAM row whose `USERS` row is unchanged,
+    /// then sets `USERS.password` to NULL for each of `drops` whose `USERS` row is
+    /// unchanged and whose SCRAM row is the one given. Safe beside a live server:
+    /// a row changed meanwhile is left alone.
+    pub fn put_scram_rows(
+        &self,
+        writes: &[(UserRecord, ScramRow)],
+        drops: &[(UserRecord, ScramRow)],
+    ) -> Result<ScramWrites, StoreError> {
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        let mut done = ScramWrites::default();
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO SCRAM_SHA_256 (login, iterations, stored_key, server_key)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS
+                   (SELECT 1 FROM USERS WHERE login = ?1 AND password = ?5 AND salt = ?6)",
+            )?;
+            for (u, row) in writes {
+                done.written += put.execute(params![
+                    u.login,
+                    row.iterations,
+                    row.stored_key,
+                    row.server_key,
+                    u.verifier,
+                    u.salt
+                ])?;
+            }
+            let mut drop = tx.prepare_cached(
+                "UPDATE USERS SET password = NULL
+                 WHERE login = ?1 AND password = ?2 AND salt = ?3 AND EXISTS
+                   (SELECT 1 FROM SCRAM_SHA_256 WHERE login = ?1 AND iterations = ?4
+                      AND stored_key = ?5 AND server_key = ?6)",
+            )?;
+            for (u, row) in drops {
+                done.dropped += drop.execute(params![
+                    u.login,
+                    u.verifier,
+                    u.salt,
+                    row.iterations,
+                    row.stored_key,
+                    row.server_key
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(done)
     }
 
     /// Caps the database file at `pages` pages (SQLite's `max_page_count`): writes
@@ -381,6 +604,26 @@ fn write_batch(db: &mut Connection, batch: &[Pending]) -> Vec<Result<Registratio
     }
 }
 
+fn put_scram_row(tx: &Connection, login: &str, row: &ScramRow) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO SCRAM_SHA_256 (login, iterations, stored_key, server_key)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        login,
+        row.iterations,
+        row.stored_key,
+        row.server_key
+    ])?;
+    Ok(())
+}
+
+fn delete_scram_row(tx: &Connection, login: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM SCRAM_SHA_256 WHERE login = ?1")?
+        .execute(params![login])?;
+    Ok(())
+}
+
 fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration>, StoreError> {
     let tx = db.transaction()?;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -392,6 +635,11 @@ fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration
             let r = &p.record;
             let added = insert.execute(params![r.login, r.verifier, r.salt])?;
             outcomes.push(if added == 1 {
+                match &p.scram {
+                    // Replaces an orphan row left by a server that ignores the table.
+                    Some(row) => put_scram_row(&tx, &r.login, row)?,
+                    None => delete_scram_row(&tx, &r.login)?,
+                }
                 Registration::Registered
             } else {
                 Registration::NameTaken
@@ -406,19 +654,14 @@ fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto;
     use std::sync::Arc;
 
     fn record(name: &str) -> UserRecord {
         UserRecord {
             login: name.into(),
-            verifier: crypto::verifier("0123456789abcdef0123456789abcdef", name),
-            salt: "0123456789abcdef0123456789abcdef".into(),
+            verifier: Some(format!("v-{name}")),
+            salt: format!("s-{name}"),
         }
-    }
-
-    fn found(store: &UserStore, name: &str) -> Option<StoredUser> {
-        store.find(name).unwrap()
     }
 
     #[test]
@@ -427,48 +670,28 @@ mod tests {
         let store = UserStore::open(&dir.path().join("u.db")).unwrap();
         assert_eq!(store.find("ann").unwrap(), None);
         assert_eq!(
-            store.register(record("ann")).unwrap(),
+            store.register(record("ann"), None).unwrap(),
             Registration::Registered
         );
         assert_eq!(
-            store.register(record("ann")).unwrap(),
+            store.register(record("ann"), None).unwrap(),
             Registration::NameTaken
         );
-        let ann = record("ann");
-        let classic = ClassicVerifier {
-            verifier: ann.verifier.clone(),
-            salt: ann.salt.clone(),
-        };
-        assert_eq!(found(&store, "ann").unwrap().classic, Ok(classic));
+        assert_eq!(store.find("ann").unwrap(), Some(record("ann")));
         assert!(store.exists("ann").unwrap());
         assert!(!store.exists("Ann").unwrap(), "names are case-sensitive");
-        let v2 = "f".repeat(64);
-        assert!(store.change_password("ann", &v2, &ann.salt).unwrap());
-        assert_eq!(found(&store, "ann").unwrap().classic.unwrap().verifier, v2);
+        assert!(store
+            .change_password("ann", Some("v2"), "s2", None)
+            .unwrap());
+        assert_eq!(
+            store.find("ann").unwrap().unwrap().verifier.as_deref(),
+            Some("v2")
+        );
         assert!(store.delete("ann").unwrap());
         assert!(!store.delete("ann").unwrap());
-        assert!(!store.change_password("ann", "v3", "s3").unwrap());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_new_database_is_private_and_an_exposed_one_is_named() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.db");
-        let store = UserStore::open(&path).unwrap();
-        store.register(record("alice")).unwrap();
-        for suffix in ["", "-wal", "-shm"] {
-            let file = format!("{}{suffix}", path.display());
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{file}");
-        }
-        assert!(exposed_files(&path).is_empty());
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let warnings = exposed_files(&path);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("mode 644"), "{}", warnings[0]);
-        assert!(warnings[0].contains("chmod 600"), "{}", warnings[0]);
+        assert!(!store
+            .change_password("ann", Some("v3"), "s3", None)
+            .unwrap());
     }
 
     #[test]
@@ -492,7 +715,7 @@ mod tests {
                         .map(|i| {
                             // Every name is registered by two threads: one wins.
                             let name = format!("u{}-{i}", t / 2);
-                            store.register(record(&name)).unwrap()
+                            store.register(record(&name), None).unwrap()
                         })
                         .collect::<Vec<_>>()
                 })
@@ -509,6 +732,122 @@ mod tests {
         assert_eq!(won, 4 * 25);
         assert_eq!(outcomes.len() - won, 4 * 25);
         assert_eq!(store.list().unwrap().len(), 100);
+    }
+
+    fn scram_row(tag: &str) -> ScramRow {
+        ScramRow {
+            iterations: 4096,
+            stored_key: format!("sk-{tag}"),
+            server_key: format!("vk-{tag}"),
+        }
+    }
+
+    #[test]
+    fn scram_rows_live_and_die_with_their_users_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
+        assert_eq!(store.find_scram("ann").unwrap(), None);
+        store.register(record("ann"), Some(scram_row("1"))).unwrap();
+        let found = store.find_scram("ann").unwrap().unwrap();
+        assert_eq!(found.salt, "s-ann");
+        assert_eq!(found.scram, Some(scram_row("1")));
+        // change_password rewrites both; NULL verifier is fine everywhere.
+        assert!(store
+            .change_password("ann", None, "s2", Some(&scram_row("2")))
+            .unwrap());
+        assert_eq!(store.find("ann").unwrap().unwrap().verifier, None);
+        assert_eq!(
+            store.list().unwrap()[0].classic,
+            Err(UnusableRow::Verifier(ColumnFault::Null))
+        );
+        assert_eq!(
+            store.find_scram("ann").unwrap().unwrap(),
+            ScramLookup {
+                salt: "s2".into(),
+                scram: Some(scram_row("2"))
+            }
+        );
+        assert!(store.delete("ann").unwrap());
+        assert_eq!(store.find_scram("ann").unwrap(), None);
+        // No orphan left behind: a new "ann" without SCRAM has none.
+        store.register(record("ann"), None).unwrap();
+        assert_eq!(store.find_scram("ann").unwrap().unwrap().scram, None);
+    }
+
+    #[test]
+    fn corrupt_scram_rows_and_null_columns_do_not_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
+        {
+            let db = lock(&store.db);
+            db.execute_batch(
+                "INSERT INTO USERS VALUES ('n', NULL, NULL);
+                 INSERT INTO USERS VALUES ('x', x'07', 'salt');
+                 INSERT INTO SCRAM_SHA_256 VALUES ('x', 'many', 'a', 'b');
+                 INSERT INTO SCRAM_SHA_256 VALUES ('orphan', 4096, 'a', 'b');",
+            )
+            .unwrap();
+        }
+        let n = store.find("n").unwrap().unwrap();
+        assert_eq!((n.verifier, n.salt.as_str()), (None, ""));
+        assert_eq!(store.find("x").unwrap().unwrap().verifier, None);
+        assert_eq!(store.find_scram("x").unwrap().unwrap().scram, None);
+        assert_eq!(store.find_scram("orphan").unwrap(), None);
+        assert_eq!(store.list_with_scram().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn put_scram_rows_is_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
+        store.register(record("ann"), None).unwrap();
+        store.register(record("bob"), None).unwrap();
+        let ann = store.find("ann").unwrap().unwrap();
+        let mut stale_bob = store.find("bob").unwrap().unwrap();
+        stale_bob.salt = "changed meanwhile".into();
+        let writes = vec![
+            (ann.clone(), scram_row("a")),
+            (stale_bob.clone(), scram_row("b")),
+        ];
+        let done = store.put_scram_rows(&writes, &writes).unwrap();
+        assert_eq!(
+            done,
+            ScramWrites {
+                written: 1,
+                dropped: 1
+            }
+        );
+        assert_eq!(store.find("ann").unwrap().unwrap().verifier, None);
+        assert!(store.find("bob").unwrap().unwrap().verifier.is_some());
+        assert_eq!(store.find_scram("bob").unwrap().unwrap().scram, None);
+        // A drop needs the SCRAM row it was decided on.
+        store.register(record("cy"), Some(scram_row("c"))).unwrap();
+        let cy = store.find("cy").unwrap().unwrap();
+        let done = store
+            .put_scram_rows(&[], &[(cy, scram_row("other"))])
+            .unwrap();
+        assert_eq!(done.dropped, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_is_private_and_an_exposed_one_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        let store = UserStore::open(&path).unwrap();
+        store.register(record("alice"), None).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
+        assert!(exposed_files(&path).is_empty());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warnings = exposed_files(&path);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("mode 644"), "{}", warnings[0]);
+        assert!(warnings[0].contains("chmod 600"), "{}", warnings[0]);
     }
 
     #[test]
@@ -574,7 +913,7 @@ mod tests {
             ),
         ];
         for (name, fault) in want {
-            let user = found(&store, name).expect(name);
+            let user = store.find_classic(name).unwrap().expect(name);
             assert_eq!(user.classic.err(), fault, "{name}");
         }
         assert_eq!(store.list().unwrap().len(), 9, "list reads odd rows too");

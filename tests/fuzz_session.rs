@@ -152,6 +152,7 @@ fn command_word() -> impl Strategy<Value = String> {
     let words = vec![
         "register",
         "login",
+        "login_scram",
         "quit",
         "ls",
         "whoami",

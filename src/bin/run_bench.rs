@@ -26,6 +26,8 @@ const EXIT_USAGE: u8 = 2;
         rate, outcome counts and latency percentiles (p50/p90/p99/max).\n\n\
         Modes:\n  \
         login     connect, greeting, login (salt/nonce challenge), logout, quit\n  \
+        login-scram  the same cycle with login_scram (SCRAM-SHA-256), server signature \
+        checked; keys derived once per worker (PBKDF2 is the client's cost)\n  \
         session   log in once per connection, then `whoami` round trips\n  \
         register  one registration per connection, names <prefix><worker>x<n>\n  \
         idle      hold --hold greeted sessions open, run login cycles, then count \

@@ -5,7 +5,8 @@
 use clap::{Args, Parser, Subcommand};
 use dccn_auth::client::tls::TlsSettings;
 use dccn_auth::client::{
-    self, Action, Client, ClientConfig, ClientError, Ended, PasswordSource, StdTerminal, Trace,
+    self, Action, Client, ClientConfig, ClientError, Ended, Mechanism, PasswordSource, StdTerminal,
+    Trace,
 };
 use dccn_auth::config;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use std::time::Duration;
         printf '%s\\n' 'S3cretPass' | run_client login --user alice --password-stdin\n  \
         run_client --trace login --user alice        show every line and the hashes\n  \
         run_client chat --user alice --password-stdin < lines   chat from a script\n  \
+        run_client login --scram --user alice        SCRAM-SHA-256: the server proves itself too\n  \
         run_client --tls --ca server-cert.pem        TLS, trusting a self-signed server\n  \
         run_client --tls --host auth.example.org     TLS, verified by the system's roots"
 )]
@@ -111,6 +113,11 @@ struct ActionArgs {
     /// Read the password from standard input, one line (LF or CR LF stripped).
     #[arg(long)]
     password_stdin: bool,
+    /// Log in (and re-authenticate) with SCRAM-SHA-256 (login_scram): the server
+    /// must prove it knows your credentials, or the client stops with exit code 2.
+    /// Never falls back to classic login.
+    #[arg(long)]
+    scram: bool,
 }
 
 impl Command {
@@ -162,13 +169,22 @@ fn run(cli: &Cli) -> Result<u8, ClientError> {
         return client::chat::chat_scripted(&mut client, &args.user, args.password_stdin);
     }
     let (action, args) = command.split();
+    let mechanism = match (args.scram, action) {
+        (false, _) => Mechanism::Classic,
+        (true, Action::Register) => {
+            return Err(ClientError::Usage(
+                "--scram applies to login, change-password and delete-account".into(),
+            ))
+        }
+        (true, _) => Mechanism::Scram,
+    };
     let mut source = match args.password_stdin {
         true => PasswordSource::stdin(),
         false => PasswordSource::Prompt,
     };
     // Passwords first: a person typing must not make the server time out.
     let request = client::read_request(action, &args.user, &mut source)?;
-    let outcome = Client::connect(&config, trace())?.run(&request)?;
+    let outcome = Client::connect(&config, trace())?.run_with(&request, mechanism)?;
     for line in &outcome.lines {
         // Refusal texts carry the server's words: shown with controls escaped.
         println!("{}", client::visible(line));

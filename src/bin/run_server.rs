@@ -26,7 +26,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
     after_help = "Examples:\n  run_server                          serve on 127.0.0.1:7886 with ./users.db\n  \
         run_server --port 0 --db /tmp/t.db  serve on a free port\n  \
         run_server list-users               who is registered (name and salt)\n  \
-        run_server delete-user alice        remove a user (offline)"
+        run_server delete-user alice        remove a user (offline)\n  \
+        run_server migrate-scram --drop-classic --db users.db\n  \
+                                            give every user SCRAM credentials, drop classic verifiers\n  \
+        run_server --classic-login off      serve SCRAM logins only (after migrate-scram --drop-classic)"
 )]
 struct Cli {
     /// Address to listen on.
@@ -104,6 +107,18 @@ struct Cli {
     #[arg(long, env = "DCCN_CHAT_QUEUE", value_name = "N",
           default_value_t = config::DEFAULT_CHAT_QUEUE, value_parser = parse_positive)]
     chat_queue: usize,
+    /// Classic (v1 salt/nonce) logins: "off" makes them always fail and stores no
+    /// classic verifier at register and change_password (SCRAM only).
+    #[arg(long, env = "DCCN_CLASSIC_LOGIN", value_name = "on|off", default_value = "on",
+          value_parser = parse_on_off)]
+    classic_login: bool,
+    /// PBKDF2 iterations of new SCRAM credentials (register, change_password,
+    /// migrate-scram) and of the answers to unknown users.
+    #[arg(long, env = "DCCN_SCRAM_ITERATIONS", value_name = "N", global = true,
+          default_value_t = config::DEFAULT_SCRAM_ITERATIONS,
+          value_parser = clap::value_parser!(u32).range(
+              i64::from(config::SCRAM_MIN_ITERATIONS)..=i64::from(config::SCRAM_MAX_ITERATIONS)))]
+    scram_iterations: u32,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -122,6 +137,22 @@ enum Command {
         /// The exact (case-sensitive) username.
         name: String,
     },
+    /// Give every user SCRAM-SHA-256 credentials, derived from the stored classic
+    /// verifier (no password needed). Safe to run twice and beside a live server.
+    MigrateScram {
+        /// Then set USERS.password to NULL where the SCRAM row matches: with
+        /// --classic-login off, a stolen database file no longer logs anyone in.
+        #[arg(long)]
+        drop_classic: bool,
+    },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -141,6 +172,9 @@ fn main() -> ExitCode {
         None => serve(&cli),
         Some(Command::ListUsers { show_hashes }) => list_users(&cli.db, *show_hashes),
         Some(Command::DeleteUser { name }) => delete_user(&cli.db, name),
+        Some(Command::MigrateScram { drop_classic }) => {
+            migrate_scram(&cli.db, cli.scram_iterations, *drop_classic)
+        }
     };
     match result {
         Ok(code) => code,
@@ -202,6 +236,8 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
             burst: cli.chat_burst,
             queue: cli.chat_queue,
         },
+        scram_iterations: cli.scram_iterations,
+        classic_login: cli.classic_login,
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
@@ -283,6 +319,14 @@ fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
     }
     text.push('\n');
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate_scram(db: &Path, iterations: u32, drop_classic: bool) -> Result<ExitCode, String> {
+    let store = open_store(db)?;
+    let summary = dccn_auth::scram::migrate::migrate(&store, iterations, drop_classic)
+        .map_err(|e| e.to_string())?;
+    println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -319,7 +319,8 @@ mod tests {
         assert!(trace.contains(&format!("S> {nonce}")));
         assert!(trace.contains(&format!("C> {RESPONSE}")));
         let ends = format!("{}...{}", &VERIFIER[..8], &VERIFIER[56..]);
-        assert!(trace.contains(&format!("verifier = SHA256(salt + password) = {ends}")));
+        assert!(trace.contains("verifier = SHA256(salt + password)   (not shown"));
+        assert!(!trace.contains(&ends), "not even its ends");
         assert!(
             !trace.contains(VERIFIER),
             "the whole verifier answers any challenge"

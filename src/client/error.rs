@@ -46,6 +46,12 @@ pub enum ClientError {
     /// TLS could not be set up, or the handshake failed (untrusted certificate,
     /// wrong name, a server that does not speak TLS, ...).
     Tls(String),
+    /// The server's SCRAM challenge was refused (iteration count out of range,
+    /// nonce not ours, ...): the client closed without replying.
+    ScramRefused(String),
+    /// The server did not prove it knows the credentials (SCRAM `v=` wrong or
+    /// missing): it may be an impostor.
+    ServerNotAuthenticated(String),
     /// Ctrl-C.
     Interrupted,
 }
@@ -92,6 +98,8 @@ impl fmt::Display for ClientError {
                  (__password__ with no __nonce__ before it); the password was not sent",
             ),
             ClientError::Tls(msg) => write!(f, "TLS: {msg}"),
+            ClientError::ScramRefused(msg) => write!(f, "SCRAM: {msg}"),
+            ClientError::ServerNotAuthenticated(msg) => write!(f, "SCRAM: {msg}"),
             ClientError::Interrupted => f.write_str("interrupted"),
         }
     }

@@ -13,6 +13,7 @@ use super::connection::ClientConfig;
 use super::dialogue::Client;
 use super::error::{ClientError, Result};
 use super::lines::{Challenge, ServerLine};
+use super::scram::{is_credential_refusal, ScramEnd};
 use super::terminal::{Terminal, Typed};
 use super::trace::Trace;
 use crate::config::MAX_LINE_BYTES;
@@ -122,11 +123,16 @@ impl Client {
         let mut new_password_due = false;
         let mut fatal: Option<String> = None;
         let mut quitting = false;
+        // The word typed last at `>> ` and the name of the last SCRAM login: a
+        // re-authentication names the session's user without asking again.
+        let mut last_word = String::new();
+        let mut scram_user: Option<String> = None;
         let mut logged_in = false;
         if let Some(word) = first_command {
             command = word.trim_matches(' ').to_string();
             new_password_due = command == "register";
             self.send(&word);
+            last_word = word;
         }
         loop {
             let Some(line) = self.recv()? else {
@@ -145,6 +151,33 @@ impl Client {
                             error: Some(reason),
                         } => return Err(ClientError::ServerSaid(reason)),
                         ChatEnd::Closed => return Ok(Ended::Closed),
+                    }
+                }
+                ServerLine::Text(text) if text == crate::protocol::control::SCRAM_FIRST => {
+                    let known = match last_word.trim() == crate::protocol::command::LOGIN_SCRAM {
+                        true => None,
+                        false => scram_user.clone(),
+                    };
+                    let user = match known {
+                        Some(user) => user,
+                        None => match bounded(term, "Username: ", false)? {
+                            Some(name) => name,
+                            None => return Ok(Ended::Left),
+                        },
+                    };
+                    let Some(password) = bounded(term, "Password: ", true)? else {
+                        return Ok(Ended::Left);
+                    };
+                    match self.scram_exchange(&user, &password)? {
+                        ScramEnd::Verified => {
+                            scram_user = Some(user);
+                            // After change_password's SCRAM proof, the new one.
+                            new_password_due = command == "change_password";
+                        }
+                        ScramEnd::Refused(word) if is_credential_refusal(&word) => {}
+                        ScramEnd::Refused(word) => term.show(&format!(
+                            "(SCRAM: the server refused the exchange: e={word})"
+                        )),
                     }
                 }
                 ServerLine::Text(text) => match text.strip_prefix(crate::protocol::error::PREFIX) {
@@ -179,7 +212,8 @@ impl Client {
                         if command == "logout" {
                             logged_in = false;
                         }
-                        self.send(&word)
+                        self.send(&word);
+                        last_word = word;
                     }
                     Typed::Line(None) => {
                         self.send("quit");

@@ -37,6 +37,7 @@
 //! - `interactive.rs`: a person at a [`Terminal`], to the session's [`Ended`];
 //! - `chat.rs` ([`chat`]): chat mode, full duplex: the pump, the scripted
 //!   `run_client chat` and the interactive room on a line editor;
+//! - `scram.rs`: the client's side of a SCRAM-SHA-256 exchange ([`Mechanism`]);
 //! - `trace.rs`: the [`Trace`] of the exchange;
 //! - `terminal.rs`: the person's side: [`Terminal`], [`StdTerminal`], hidden
 //!   passwords and the Ctrl-C handler;
@@ -49,6 +50,7 @@ mod error;
 mod interactive;
 mod lines;
 mod request;
+mod scram;
 mod scripted;
 mod terminal;
 pub mod tls;
@@ -61,7 +63,8 @@ pub use error::{ClientError, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED
 pub use interactive::{converse, Dropped, Ended};
 pub use lines::{is_refusal, Answer, Challenge, ServerLine};
 pub use request::{read_request, Action, NewPassword, Password, PasswordSource, Request};
-pub use scripted::Outcome;
+pub use scram::IMPOSTOR;
+pub use scripted::{Mechanism, Outcome};
 pub use terminal::{install_interrupt_handler, StdTerminal, Terminal, Typed};
 pub use trace::Trace;
 pub use visible::visible;

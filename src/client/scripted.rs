@@ -6,7 +6,19 @@ use super::dialogue::{Client, Prompt, Turn};
 use super::error::{ClientError, Result, EXIT_OK, EXIT_REFUSED};
 use super::lines::is_refusal;
 use super::request::{NewPassword, Password, Request};
-use crate::protocol::outcome;
+use super::scram::{is_credential_refusal, ScramEnd};
+use crate::protocol::{command, outcome};
+
+/// How a scripted run logs in, and so re-authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mechanism {
+    /// v1's salt/nonce challenge (`login`).
+    #[default]
+    Classic,
+    /// SCRAM-SHA-256 (`login_scram`): the server must prove it knows the
+    /// credentials before the client believes it.
+    Scram,
+}
 
 /// Why a scripted action stopped early.
 enum Halt {
@@ -49,7 +61,12 @@ impl Client {
     /// A refusal stops the action at once (no retry): the client says `quit` if
     /// the server is at a menu, or just closes.
     pub fn run(&mut self, request: &Request) -> Result<Outcome> {
-        match self.script(request) {
+        self.run_with(request, Mechanism::Classic)
+    }
+
+    /// [`run`](Self::run), logging in (and re-authenticating) with `mechanism`.
+    pub fn run_with(&mut self, request: &Request, mechanism: Mechanism) -> Result<Outcome> {
+        match self.script(request, mechanism) {
             Ok(lines) => {
                 self.say_goodbye();
                 Ok(Outcome {
@@ -72,7 +89,7 @@ impl Client {
 
     /// The dialogue of each action, ending at a `__type__` prompt; returns the
     /// success lines.
-    fn script(&mut self, request: &Request) -> Result<Vec<String>, Halt> {
+    fn script(&mut self, request: &Request, mech: Mechanism) -> Result<Vec<String>, Halt> {
         match request {
             Request::Register { user, password } => {
                 self.command("register")?;
@@ -81,18 +98,18 @@ impl Client {
                 self.give_new_password(password)?;
                 confirmed(&self.expect(Prompt::Type)?, &[outcome::REGISTERED])
             }
-            Request::Login { user, password } => self.login(user, password),
+            Request::Login { user, password } => self.login(user, password, mech),
             Request::ChangePassword { user, current, new } => {
-                self.login(user, current)?;
+                self.login(user, current, mech)?;
                 self.send("change_password");
-                self.answer_challenge(current)?;
+                self.reauthenticate(user, current, mech)?;
                 self.give_new_password(new)?;
                 confirmed(&self.expect(Prompt::Type)?, &[outcome::PASSWORD_CHANGED])
             }
             Request::DeleteAccount { user, password } => {
-                self.login(user, password)?;
+                self.login(user, password, mech)?;
                 self.send("delete_account");
-                self.answer_challenge(password)?;
+                self.reauthenticate(user, password, mech)?;
                 confirmed(&self.expect(Prompt::Type)?, &[outcome::ACCOUNT_REMOVED])
             }
         }
@@ -102,7 +119,7 @@ impl Client {
     /// `chat` is the next thing to send), `Ok(Some(line))` refused with `line`
     /// (the client has said `quit` where it could).
     pub(super) fn log_in(&mut self, user: &str, password: &Password) -> Result<Option<String>> {
-        match self.login(user, password) {
+        match self.login(user, password, Mechanism::Classic) {
             Ok(_) => Ok(None),
             Err(Halt::Refused { line, prompt }) => {
                 if prompt == Prompt::Type {
@@ -115,11 +132,24 @@ impl Client {
     }
 
     /// Logs in; on success the server is at its logged-in `__type__` prompt.
-    fn login(&mut self, user: &str, password: &Password) -> Result<Vec<String>, Halt> {
-        self.command("login")?;
-        self.expect(Prompt::Username)?;
-        self.send(user);
-        self.answer_challenge(password)?;
+    fn login(
+        &mut self,
+        user: &str,
+        password: &Password,
+        mech: Mechanism,
+    ) -> Result<Vec<String>, Halt> {
+        match mech {
+            Mechanism::Classic => {
+                self.command("login")?;
+                self.expect(Prompt::Username)?;
+                self.send(user);
+                self.answer_challenge(password)?;
+            }
+            Mechanism::Scram => {
+                self.command(command::LOGIN_SCRAM)?;
+                self.scram(user, password)?;
+            }
+        }
         let turn = self.expect(Prompt::Type)?;
         confirmed(&turn, &[outcome::LOGIN_OK, outcome::ACCESS_GRANTED])
     }
@@ -129,6 +159,42 @@ impl Client {
         self.expect(Prompt::Type)?;
         self.send(word);
         Ok(())
+    }
+
+    /// Proves the password again, after `change_password` or `delete_account`.
+    fn reauthenticate(
+        &mut self,
+        user: &str,
+        password: &Password,
+        mech: Mechanism,
+    ) -> Result<(), Halt> {
+        match mech {
+            Mechanism::Classic => self.answer_challenge(password),
+            Mechanism::Scram => self.scram(user, password),
+        }
+    }
+
+    /// A whole SCRAM exchange; `Ok` only when the server proved it knows the
+    /// credentials. `e=invalid-proof` is a refusal (exit 1); any other `e=` is
+    /// a protocol or usage error (exit 2).
+    fn scram(&mut self, user: &str, password: &Password) -> Result<(), Halt> {
+        self.expect_scram_first()?;
+        match self.scram_exchange(user, password.expose())? {
+            ScramEnd::Verified => Ok(()),
+            ScramEnd::Refused(word) => {
+                let turn = self.turn()?;
+                let said = turn.lines.first().cloned().unwrap_or_default();
+                if is_credential_refusal(&word) && is_refusal(&said) {
+                    return Err(Halt::Refused {
+                        line: said,
+                        prompt: turn.prompt,
+                    });
+                }
+                Err(Halt::Failed(ClientError::Protocol(format!(
+                    "the server refused the SCRAM exchange with e={word} ({said:?})"
+                ))))
+            }
+        }
     }
 
     /// Waits for a challenge and answers it.

@@ -55,12 +55,38 @@ impl Trace {
         }
     }
 
+    /// The SCRAM derivation by name: the values that are password-equivalent
+    /// (P, SaltedPassword, ClientKey, ClientSignature) are never shown.
+    pub(super) fn scram_derivation(&mut self, salt_hex: &str, iterations: u32, auth_message: &str) {
+        if self.out.is_none() {
+            return;
+        }
+        let text = format!(
+            "   salt            = {salt_hex} (s=), i = {iterations}\n\
+             \x20  P               = SHA256(salt_hex + password)          (SCRAM password, not shown)\n\
+             \x20  SaltedPassword  = PBKDF2-HMAC-SHA-256(P, salt, i)      (not shown)\n\
+             \x20  ClientKey       = HMAC(SaltedPassword, \"Client Key\")  (not shown)\n\
+             \x20  StoredKey       = SHA256(ClientKey)\n\
+             \x20  AuthMessage     = {auth_message}\n\
+             \x20  ClientProof     = ClientKey XOR HMAC(StoredKey, AuthMessage)   (sent as p=)\n\
+             \x20  ServerSignature = HMAC(HMAC(SaltedPassword, \"Server Key\"), AuthMessage)   (expected as v=)"
+        );
+        self.emit(&text);
+    }
+
+    /// The server's signature was checked and matches.
+    pub(super) fn scram_verified(&mut self) {
+        self.emit("   ServerSignature matches: the server knows your credentials");
+    }
+
     /// The computation of a response, with a way to check it by hand.
     ///
-    /// The verifier is password-equivalent (it answers any later challenge),
-    /// so only its ends are shown: enough to compare with the stored row by
-    /// eye. The hand check reads the password hidden into a shell variable,
-    /// never onto a command line (history, process list).
+    /// The verifier is named, not shown: it is password-equivalent for classic
+    /// (it answers any later challenge), and the SCRAM password once SCRAM is
+    /// deployed (protocol-scram.md: tools must not show it). The hand check
+    /// reads the password hidden into a shell variable, never onto a command
+    /// line (history, process list), and prints the verifier's first and last
+    /// 8 hex digits, to compare with the stored row by eye.
     pub(super) fn challenge(&mut self, c: &Challenge, a: &Answer) {
         if self.out.is_none() {
             return;
@@ -68,46 +94,15 @@ impl Trace {
         let text = format!(
             "   salt     = {salt}\n\
              \x20  nonce    = {nonce}\n\
-             \x20  verifier = SHA256(salt + password) = {verifier}\n\
-             \x20             (its ends only: the whole answers any challenge; compare with the \
-             stored row, run_server list-users --show-hashes)\n\
+             \x20  verifier = SHA256(salt + password)   (not shown: it is password-equivalent)\n\
              \x20  response = SHA256(nonce + verifier) = {response}\n\
              \x20  check, in bash (the password is typed hidden, never on a command line):\n\
              \x20    read -rs pw; v=$(printf '%s%s' {salt} \"$pw\" | sha256sum | cut -c1-64); unset pw\n\
              \x20    echo \"${{v:0:8}}...${{v:56}}\"; printf '%s%s' {nonce} \"$v\" | sha256sum",
             salt = c.salt,
             nonce = c.nonce,
-            verifier = shortened(&a.verifier),
             response = a.response,
         );
         self.emit(&text);
-    }
-}
-
-/// Hex digits shown at each end of a verifier in a trace.
-const VERIFIER_ENDS: usize = 8;
-
-/// `first8...last8` of a verifier (a short one is masked whole).
-fn shortened(verifier: &str) -> String {
-    match (
-        verifier.get(..VERIFIER_ENDS),
-        verifier.get(verifier.len().saturating_sub(VERIFIER_ENDS)..),
-    ) {
-        (Some(head), Some(tail)) if verifier.len() > 2 * VERIFIER_ENDS => {
-            format!("{head}...{tail}")
-        }
-        _ => "...".to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_verifier_shows_its_ends_only() {
-        let v = "0123456789abcdef".repeat(4);
-        assert_eq!(shortened(&v), "01234567...89abcdef");
-        assert_eq!(shortened("short"), "...");
     }
 }

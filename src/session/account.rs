@@ -20,12 +20,14 @@ impl<T: Transport> Session<'_, T> {
             return Ok(());
         };
         let salt = crypto::new_salt();
+        let verifier = crypto::verifier(&salt, &password);
+        let scram = self.new_scram_row(&verifier, &salt);
         let record = UserRecord {
             login: name.to_string(),
-            verifier: crypto::verifier(&salt, &password),
+            verifier: self.svc.classic_login.then_some(verifier),
             salt,
         };
-        match self.svc.store.register(record) {
+        match self.svc.store.register(record, scram) {
             Ok(Registration::Registered) => {
                 log::info!("{} registered user={name}", self.peer);
                 self.say(outcome::REGISTERED);
@@ -93,7 +95,13 @@ impl<T: Transport> Session<'_, T> {
         let name = self.current_user();
         let salt = crypto::new_salt();
         let verifier = crypto::verifier(&salt, &password);
-        match self.svc.store.change_password(&name, &verifier, &salt) {
+        let scram = self.new_scram_row(&verifier, &salt);
+        let classic = self.svc.classic_login.then_some(verifier.as_str());
+        match self
+            .svc
+            .store
+            .change_password(&name, classic, &salt, scram.as_ref())
+        {
             Ok(true) => {
                 log::info!("{} password changed user={name}", self.peer);
                 self.say(outcome::PASSWORD_CHANGED);

@@ -21,6 +21,7 @@ impl<T: Transport> Session<'_, T> {
                 self.say(outcome::LOGIN_OK);
                 self.say(outcome::ACCESS_GRANTED);
                 self.user = Some(name);
+                self.by_scram = false;
             }
             Proof::Refused => self.say(outcome::LOGIN_FAILED),
             Proof::StoreFailed => {}
@@ -34,7 +35,7 @@ impl<T: Transport> Session<'_, T> {
     /// Unknown names get a stable fake salt and take the same work as real ones;
     /// throttled tries go through the same flow but are not checked.
     fn challenge(&mut self, name: &str) -> Step<Proof> {
-        let record = match self.svc.store.find(name) {
+        let record = match self.svc.store.find_classic(name) {
             Ok(record) => record,
             Err(e) => {
                 self.store_failed("login lookup failed", &e);
@@ -46,12 +47,17 @@ impl<T: Transport> Session<'_, T> {
         let fake_verifier = self.svc.fakes.verifier(name);
         // A row that cannot pass the classic challenge (an odd row of an old
         // database, see `ClassicVerifier::parse`) is an unknown name here: same
-        // lines, same work, counted for throttling.
-        let usable = record.and_then(|user| user.classic.ok());
-        let known = usable.is_some();
-        let (salt, verifier) = match usable {
-            Some(c) => (c.salt, c.verifier),
-            None => (fake_salt, fake_verifier),
+        // lines, same work, counted for throttling. A user without a classic
+        // verifier (NULL: SCRAM only), or classic login off: the flow runs with
+        // the real salt (the one SCRAM shows too) and fails like a wrong
+        // password (refused by `usable`, not by the comparison).
+        let (salt, verifier, usable) = match record {
+            Some(user) => match (user.classic, user.salt) {
+                (Ok(c), _) => (c.salt, c.verifier, self.svc.classic_login),
+                (Err(_), Some(salt)) => (salt, fake_verifier, false),
+                (Err(_), None) => (fake_salt, fake_verifier, false),
+            },
+            None => (fake_salt, fake_verifier, false),
         };
         let nonce = crypto::new_nonce();
         self.say(&format!("{}{salt}:{nonce}", control::NONCE_PREFIX));
@@ -70,7 +76,7 @@ impl<T: Transport> Session<'_, T> {
         };
         let expected = crypto::response(&nonce, &verifier);
         let matches = crypto::secrets_equal(&expected, &answer);
-        if matches && known {
+        if matches && usable {
             attempt.succeeded();
             Ok(Proof::Accepted)
         } else {
@@ -85,7 +91,7 @@ impl<T: Transport> Session<'_, T> {
     }
 
     /// Re-authentication of the logged-in user; a refusal is said here.
-    pub(super) fn reauthenticate(&mut self) -> Step<bool> {
+    pub(super) fn reauthenticate_classic(&mut self) -> Step<bool> {
         let name = self.current_user();
         Ok(match self.challenge(&name)? {
             Proof::Accepted => true,

@@ -8,7 +8,8 @@
 //!
 //! The flows live in files of their own: `account.rs` (register,
 //! change_password, delete_account) and `classic.rs` (the salt/nonce login and
-//! re-authentication), `chat.rs` (the chat room's session side).
+//! re-authentication), `scram.rs` (SCRAM-SHA-256 login and re-authentication),
+//! `chat.rs` (the chat room's session side).
 //!
 //! Every way a session can end is an [`End`], carried by `?`: the peer quit or
 //! left, a framing rule was broken, or the server is shutting down.
@@ -16,15 +17,14 @@
 mod account;
 mod chat;
 mod classic;
+mod scram;
 
 use crate::chat::{Room, TokenBucket};
 use crate::codec::LineConn;
-use crate::config::ChatLimits;
-use crate::config::DEFAULT_LOGIN_GRACE;
-use crate::config::TURN_WRITE_LIMIT;
+use crate::config::{ChatLimits, DEFAULT_LOGIN_GRACE, DEFAULT_SCRAM_ITERATIONS, TURN_WRITE_LIMIT};
 use crate::crypto::FakeCredentials;
 use crate::log_limit::LogLimit;
-use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
+use crate::protocol::{command, control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
 use crate::store::{StoreError, UserStore};
 use crate::throttle::Throttle;
@@ -48,6 +48,11 @@ pub struct Services {
     /// The total time one turn's output may take ([`TURN_WRITE_LIMIT`] in
     /// every real server; shorter in tests).
     pub turn_write_limit: Duration,
+    /// PBKDF2 iterations of new SCRAM rows and of mock answers.
+    pub scram_iterations: u32,
+    /// `--classic-login off` makes this false: classic logins always fail and new
+    /// passwords get no classic verifier.
+    pub classic_login: bool,
     pub shutting_down: AtomicBool,
     /// The chat room (its limits come from `ServerConfig::chat`).
     pub room: Room,
@@ -70,6 +75,8 @@ impl Services {
             login_grace: DEFAULT_LOGIN_GRACE,
             session_timeout,
             turn_write_limit: TURN_WRITE_LIMIT,
+            scram_iterations: DEFAULT_SCRAM_ITERATIONS,
+            classic_login: true,
             shutting_down: AtomicBool::new(false),
             room: Room::new(ChatLimits::default()),
             #[cfg(feature = "test-hooks")]
@@ -112,6 +119,8 @@ pub struct Session<'a, T> {
     grace_ends: Instant,
     /// The chat rate limit, made at the first `chat` and kept for the session.
     chat_bucket: Option<TokenBucket>,
+    /// The session logged in with `login_scram`: re-authenticate with SCRAM.
+    by_scram: bool,
 }
 
 impl<'a, T: Transport> Session<'a, T> {
@@ -123,6 +132,7 @@ impl<'a, T: Transport> Session<'a, T> {
             user: None,
             grace_ends: Instant::now() + svc.login_grace,
             chat_bucket: None,
+            by_scram: false,
         }
     }
 
@@ -207,6 +217,7 @@ impl<'a, T: Transport> Session<'a, T> {
         match self.ask_command(MAIN_MENU)?.as_str() {
             "register" => self.register(),
             "login" => self.login(),
+            command::LOGIN_SCRAM => self.login_scram(),
             "quit" => Err(End::Quit),
             _ => {
                 self.say(outcome::UNRECOGNIZED);
@@ -234,6 +245,15 @@ impl<'a, T: Transport> Session<'a, T> {
             _ => self.say(outcome::UNRECOGNIZED),
         }
         Ok(())
+    }
+
+    /// Re-authentication of the logged-in user with the mechanism of its login;
+    /// a refusal is said by the mechanism.
+    fn reauthenticate(&mut self) -> Step<bool> {
+        match self.by_scram {
+            true => self.reauthenticate_scram(),
+            false => self.reauthenticate_classic(),
+        }
     }
 
     fn current_user(&self) -> String {

@@ -48,12 +48,36 @@ pub fn parse_nonce(line: &str) -> Option<(&str, &str)> {
     (is_hex32(salt) && is_hex32(nonce)).then_some((salt, nonce))
 }
 
+/// A control line after which the server reads one reply: the v1 prompts, and
+/// SCRAM's `__scram_first__` and `__scram_challenge__:<server-first>`.
 pub fn is_prompt(line: &str) -> bool {
     PROMPTS.contains(&line)
+        || line == control::SCRAM_FIRST
+        || line
+            .strip_prefix(control::SCRAM_CHALLENGE_PREFIX)
+            .is_some_and(|m| m.starts_with("r=") && m.contains(",s=") && m.contains(",i="))
+}
+
+/// `__scram_final__:v=<base64>` or `__scram_final__:e=<a word of the spec's table>`.
+pub fn is_scram_final(line: &str) -> bool {
+    const ERRORS: [&str; 7] = [
+        "invalid-encoding",
+        "channel-binding-not-supported",
+        "extensions-not-supported",
+        "invalid-username-encoding",
+        "channel-bindings-dont-match",
+        "invalid-proof",
+        "other-error",
+    ];
+    line.strip_prefix(control::SCRAM_FINAL_PREFIX)
+        .is_some_and(|m| match m.strip_prefix("e=") {
+            Some(word) => ERRORS.contains(&word),
+            None => m.strip_prefix("v=").is_some_and(|sig| sig.len() == 44),
+        })
 }
 
 fn is_control(line: &str) -> bool {
-    is_prompt(line) || line == control::QUIT || parse_nonce(line).is_some()
+    is_prompt(line) || line == control::QUIT || parse_nonce(line).is_some() || is_scram_final(line)
 }
 
 /// Framing-level well-formedness of everything a session wrote, whatever the
@@ -171,6 +195,12 @@ pub fn check_dialogue(lines: &[&str], input: &[u8], end: &End) -> Result<(), Str
             Some(control::TYPE)
         } else if parse_nonce(line).is_some() || line == outcome::REPEAT_PASSWORD {
             Some(control::PASSWORD)
+        } else if line.starts_with(control::SCRAM_FINAL_PREFIX) && line.contains(":e=") {
+            // A refused exchange: the refusal, or a store failure.
+            match next(i) {
+                Some(outcome::LOGIN_FAILED) | Some(outcome::SERVER_ERROR) => None,
+                other => return Err(format!("{}: followed by {other:?}", at())),
+            }
         } else if line == outcome::LOGIN_OK {
             Some(outcome::ACCESS_GRANTED)
         } else if line == outcome::ACCESS_GRANTED

@@ -80,7 +80,7 @@ fn register_login_session_and_idle_runs_are_clean() {
     let json = assert_clean(&out, "register");
     assert_eq!(field(&json, "failed"), 0, "fresh names are never taken");
 
-    for mode in ["login", "session"] {
+    for mode in ["login", "login-scram", "session"] {
         let out = bench(
             addr,
             &[

@@ -195,10 +195,10 @@ fn a_name_beginning_with_two_underscores_cannot_chat() {
     let salt = dccn_auth::crypto::new_salt();
     let record = dccn_auth::store::UserRecord {
         login: "__quit__".into(),
-        verifier: dccn_auth::crypto::verifier(&salt, PW),
+        verifier: Some(dccn_auth::crypto::verifier(&salt, PW)),
         salt,
     };
-    store.register(record).unwrap();
+    store.register(record, None).unwrap();
     let mut c = logged_in(&app, "__quit__", PW);
     c.send("chat");
     assert_eq!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// How long a test client waits for any line before failing the test.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub const MAIN_MENU: &str = "What do you want to do? (register/login/quit)";
+pub const MAIN_MENU: &str = "What do you want to do? (register/login/login_scram/quit)";
 pub const USER_MENU: &str =
     "What do you want to do? (ls/whoami/chat/change_password/logout/delete_account/quit)";
 

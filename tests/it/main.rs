@@ -16,6 +16,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod run_server_cli;
+mod scram;
 mod security;
 mod server;
 mod tls;
