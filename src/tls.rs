@@ -142,7 +142,7 @@ impl Transport for TlsTransport {
     fn split_writer(&mut self) -> io::Result<Box<dyn SplitWriter>> {
         Ok(Box::new(TlsSplitWriter {
             state: self.state.clone(),
-            sock: self.tcp.socket().try_clone()?,
+            sock: self.tcp.shared_socket(),
         }))
     }
 }
@@ -150,7 +150,8 @@ impl Transport for TlsTransport {
 /// The TLS write half: encrypt under the lock, write the records without it.
 struct TlsSplitWriter {
     state: Arc<Mutex<ServerConnection>>,
-    sock: TcpStream,
+    /// The session's socket, shared (no second descriptor per chat member).
+    sock: Arc<TcpStream>,
 }
 
 impl SplitWriter for TlsSplitWriter {

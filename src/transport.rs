@@ -52,7 +52,8 @@ pub trait SplitWriter: Send {
 }
 
 /// Plain TCP: the wire bytes are the plaintext.
-struct TcpSplitWriter(TcpStream);
+/// Shares the session's socket (no second descriptor per chat member).
+struct TcpSplitWriter(Arc<TcpStream>);
 
 impl SplitWriter for TcpSplitWriter {
     fn seal(&mut self, plain: &[u8], wire: &mut Vec<u8>) -> io::Result<()> {
@@ -105,7 +106,12 @@ impl TcpTransport {
 
     /// The write half of this socket for another thread (see [`SplitWriter`]).
     pub fn split_tcp(&self) -> io::Result<Box<dyn SplitWriter>> {
-        Ok(Box::new(TcpSplitWriter(self.sock.try_clone()?)))
+        Ok(Box::new(TcpSplitWriter(self.sock.clone())))
+    }
+
+    /// Another handle on this socket (the same descriptor).
+    pub fn shared_socket(&self) -> Arc<TcpStream> {
+        self.sock.clone()
     }
 
     /// The next byte, left unread, within the deadline; `None` if the peer closed.
