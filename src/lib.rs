@@ -34,10 +34,12 @@
 //!   timeouts; one file per concept under `src/client/`, among them
 //!   [`client::tls`]: the client's TLS: trust (`--ca` or the system's roots), the
 //!   handshake at connect, its failures in words.
-//! - [`bench`](mod@bench): the load generator behind `run_bench`.
+//!
+//! The binaries are thin: `src/bin/run_server.rs`, `src/bin/run_client.rs`, and
+//! `src/bin/run_bench/` (the load generator: `loadgen.rs`, and `chat.rs` for the
+//! chat room's fan-out), each on this library's protocol words and rules.
 
 pub mod address;
-pub mod bench;
 pub mod chat;
 pub mod client;
 pub mod codec;

@@ -13,8 +13,8 @@
 //! member may send: offer at most members × that rate, or start the server
 //! with a larger `--chat-rate` for a heavier load.
 
-use super::{register_name, Histogram};
-use crate::protocol::{chat, control, outcome};
+use crate::loadgen::{register_name, Histogram};
+use dccn_auth::protocol::{chat, control, outcome};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,7 +32,7 @@ const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Stack of each member thread.
 const MEMBER_STACK_BYTES: usize = 256 * 1024;
 /// Longest line read from the server (the protocol's limit plus the LF).
-const MAX_LINE: usize = 1025;
+const MAX_LINE: usize = dccn_auth::config::MAX_LINE_BYTES + 1;
 /// Members that connect, register and log in at the same time: the listen
 /// backlog is 8, and hundreds of handshakes at once would only queue up in
 /// SYN retries and time out.
@@ -227,8 +227,8 @@ fn login(
         .find_map(|l| l.strip_prefix(control::NONCE_PREFIX))
         .ok_or_else(|| format!("login {name}: no challenge in {said:?}"))?;
     let (salt, nonce) = challenge.split_once(':').ok_or("malformed challenge")?;
-    let verifier = crate::crypto::verifier(salt, &cfg.password);
-    send(&crate::crypto::response(nonce, &verifier))?;
+    let verifier = dccn_auth::crypto::verifier(salt, &cfg.password);
+    send(&dccn_auth::crypto::response(nonce, &verifier))?;
     let said = r.until(control::TYPE)?;
     Ok(said.iter().any(|l| l == outcome::LOGIN_OK))
 }
@@ -255,7 +255,7 @@ fn receive(mut r: Lines, started: Instant, tally: &Tally) -> Histogram {
                 tally.accepted.fetch_add(1, Ordering::Relaxed);
             }
         } else if let Some((_, text)) = line.split_once(": ") {
-            if line.starts_with(crate::protocol::error::PREFIX) {
+            if line.starts_with(dccn_auth::protocol::error::PREFIX) {
                 tally.dropped.fetch_add(1, Ordering::Relaxed);
                 eprintln!("run_bench chat: a member got {line:?}");
                 continue;

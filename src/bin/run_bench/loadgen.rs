@@ -28,12 +28,10 @@
 //! The client follows the protocol's rules for its own side: TCP_NODELAY, one
 //! write per reply, every read bounded by a timeout, every loop by the deadline.
 
-pub mod chat;
-
-use crate::config::MAX_DISPLAY_LINES_PER_TURN;
-use crate::crypto;
-use crate::protocol::{control, outcome};
-use crate::rules::{check_password, Username};
+use dccn_auth::config::MAX_DISPLAY_LINES_PER_TURN;
+use dccn_auth::crypto;
+use dccn_auth::protocol::{control, outcome};
+use dccn_auth::rules::{check_password, Username};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,7 +41,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Longest line accepted from the server, without its LF (the protocol's limit).
-const MAX_LINE_BYTES: u64 = 1024;
+const MAX_LINE_BYTES: u64 = dccn_auth::config::MAX_LINE_BYTES as u64;
 /// Pause after an error, so a broken server is not hammered in a tight loop.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// Errors printed to stderr as they happen; the rest are only counted.
@@ -226,7 +224,8 @@ impl Histogram {
         self.max_us = self.max_us.max(other.max_us);
     }
 
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    fn count(&self) -> u64 {
         self.total
     }
 
@@ -359,7 +358,7 @@ type Step<T = ()> = Result<T, String>;
 
 /// Display lines that never appear on the paths this tool drives.
 fn is_bad_display(line: &str) -> bool {
-    line.starts_with(crate::protocol::error::PREFIX)
+    line.starts_with(dccn_auth::protocol::error::PREFIX)
         || line == outcome::UNRECOGNIZED
         || line == outcome::SERVER_ERROR
         || line == outcome::TOO_MANY_ATTEMPTS
@@ -422,7 +421,7 @@ impl Conn {
         }
         if !self.line.ends_with('\n') {
             return Err(if n as u64 == limit {
-                "line longer than 1024 bytes".into()
+                format!("line longer than {MAX_LINE_BYTES} bytes")
             } else {
                 format!("connection closed inside a line: {:?}", self.line)
             });
@@ -539,16 +538,16 @@ fn login(c: &mut Conn, cfg: &BenchConfig) -> Step<bool> {
 /// Keys a SCRAM client derived for one (salt, iteration count): PBKDF2 once.
 #[derive(Default)]
 struct ScramKeyCache {
-    salt: [u8; crate::scram::SALT_LEN],
+    salt: [u8; dccn_auth::scram::SALT_LEN],
     iterations: u32,
-    keys: Option<crate::scram::keys::ClientKeys>,
+    keys: Option<dccn_auth::scram::keys::ClientKeys>,
 }
 
 /// From the main menu's `__type__`: `login_scram`, the server signature checked.
 fn login_scram(c: &mut Conn, cfg: &BenchConfig, cache: &mut ScramKeyCache) -> Step<bool> {
-    use crate::scram::keys::ClientKeys;
-    use crate::scram::message::{self, ServerFinal};
-    c.send(crate::protocol::command::LOGIN_SCRAM)?;
+    use dccn_auth::scram::keys::ClientKeys;
+    use dccn_auth::scram::message::{self, ServerFinal};
+    c.send(dccn_auth::protocol::command::LOGIN_SCRAM)?;
     c.expect(control::SCRAM_FIRST)?;
     let c_nonce = message::new_nonce();
     let first = message::format_client_first(&cfg.user, &c_nonce);

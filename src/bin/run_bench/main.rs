@@ -1,10 +1,13 @@
 //! `run_bench`: load a server that speaks wire protocol v1 and report rate and
 //! latency. Parses flags, reads the password, checks the server answers, runs
-//! the benchmark (the work is in `dccn_auth::bench`) and prints the report.
+//! the benchmark (the work is in `loadgen.rs`, and `chat.rs` for the chat room) and prints the report.
 
 use clap::Parser;
-use dccn_auth::bench::chat::ChatBenchConfig;
-use dccn_auth::bench::{self, BenchConfig, Mode};
+mod chat;
+mod loadgen;
+
+use chat::ChatBenchConfig;
+use loadgen::{self as bench, BenchConfig, Mode};
 use std::io::{BufRead, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -178,7 +181,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--mode chat`: the room's fan-out (see `dccn_auth::bench::chat`).
+/// `--mode chat`: the room's fan-out (see `chat.rs`).
 fn run_chat(cfg: &BenchConfig, rate: f64, json: bool) -> ExitCode {
     let chat = ChatBenchConfig {
         addr: cfg.addr,
@@ -189,7 +192,7 @@ fn run_chat(cfg: &BenchConfig, rate: f64, json: bool) -> ExitCode {
         prefix: cfg.prefix.clone(),
         timeout: cfg.timeout,
     };
-    if let Err(e) = bench::chat::validate(&chat) {
+    if let Err(e) = chat::validate(&chat) {
         return usage_error(&e);
     }
     if let Err(e) = bench::probe(cfg) {
@@ -198,7 +201,7 @@ fn run_chat(cfg: &BenchConfig, rate: f64, json: bool) -> ExitCode {
             cfg.addr
         ));
     }
-    match bench::chat::run(&chat) {
+    match chat::run(&chat) {
         Ok(report) => {
             if json {
                 println!("{}", report.to_json());
