@@ -10,28 +10,36 @@
 //!             deadlines)              machine)
 //! ```
 //!
+//! What both sides use:
 //! - [`protocol`]: the protocol's words (control and outcome lines, menus, `Error:`
 //!   reasons), used by server, client and load generator alike.
-//! - [`address`]: the source-address key of every per-address limit (IPv6 by /64).
 //! - [`config`]: defaults and limits, every one a named constant.
 //! - [`transport`]: the byte streams a session runs over, with read deadlines.
 //! - [`codec`]: line framing: length limit, UTF-8, deadlines, one write per turn.
 //! - [`crypto`]: salts, nonces, verifiers, responses, fake salts, constant-time compare.
-//! - [`rules`]: the username and password rules.
 //! - [`scram`](mod@scram): SCRAM-SHA-256 messages, key derivation and the offline migration.
-//! - [`store`]: the `USERS` table, durable registrations with group commit.
-//! - [`throttle`]: brute-force throttling per (name, address) and per address.
-//! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
-//! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
-//! - [`chat`](mod@chat): the chat room: members, one global order, outbound
-//!   queues and their writer threads, the rate limit, the line formats.
-//! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
+//! - [`rules`]: the username and password rules.
+//!
+//! The server:
+//! - [`server`]: the accept loop, the session caps, thread per client, shutdown.
+//! - [`threads`]: a thread per client, kept for the next client when it is done.
 //! - [`descriptors`]: the open-files limit, the session cap that fits under it,
 //!   and the spare descriptor that lets a refused client hear why.
-//! - [`threads`]: a thread per client, kept for the next client when it is done.
-//! - [`server`]: the accept loop, the session cap, thread per client, shutdown.
-//! - [`client`]: the terminal client's dialogue (scripted and interactive), trace,
-//!   timeouts; one file per concept under `src/client/`, among them
+//! - [`address`]: the source-address key of every per-address limit (IPv6 by /64).
+//! - [`session`]: the dialogue of one client (wire protocol, `docs/PROTOCOL.md`):
+//!   the menus, and a file per flow (account, classic, SCRAM, chat).
+//! - [`chat`](mod@chat): the chat room: members, one global order, outbound
+//!   queues and their writer threads, the rate limit, the line formats.
+//! - [`store`]: the `USERS` and `SCRAM_SHA_256` tables, durable registrations
+//!   with group commit.
+//! - [`throttle`]: brute-force throttling per (name, address) and per address.
+//! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
+//! - [`tls`]: the server's TLS (rustls, ring): configs, self-signed setup,
+//!   handshake, a transport chat can split.
+//!
+//! The client:
+//! - [`client`]: the terminal client's dialogue (scripted and interactive, SCRAM,
+//!   chat), trace, timeouts; one file per concept under `src/client/`, among them
 //!   [`client::tls`]: the client's TLS: trust (`--ca` or the system's roots), the
 //!   handshake at connect, its failures in words.
 //!
