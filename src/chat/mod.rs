@@ -5,7 +5,7 @@
 //!   cap, one membership per username, dropping members that are too slow.
 //! - [`member`]: a member's bounded outbound queue and its writer thread.
 //! - [`rate`]: the per-session token bucket.
-//! - [`line`]: what a client line means, the text rules (no control-line
+//! - [`line`](mod@line): what a client line means, the text rules (no control-line
 //!   injection), and the exact lines the server sends.
 //!
 //! The session's side (reading the member's lines, the commands) is in

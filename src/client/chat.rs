@@ -12,7 +12,7 @@
 //! - [`chat_scripted`] (`run_client chat --user NAME`): standard input lines
 //!   in, room lines out on standard output; at the end of input it says
 //!   `/quit` and waits for `__quit__`.
-//! - [`Client::chat_interactive`] (`chat` typed at the interactive client's
+//! - `Client::chat_interactive` (`chat` typed at the interactive client's
 //!   menu): a rustyline editor with history and line editing; incoming lines
 //!   are printed by rustyline's external printer above the prompt, which is
 //!   then redrawn with what was being typed.
