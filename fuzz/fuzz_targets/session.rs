@@ -16,7 +16,7 @@ mod fuzz_support;
 
 use dccn_auth::codec::LineConn;
 use dccn_auth::session::{Services, Session};
-use dccn_auth::store::UserStore;
+use dccn_auth::store::{Store, UserStore};
 use dccn_auth::transport::MemoryTransport;
 use fuzz_support::{check_session, LivePeer};
 use libfuzzer_sys::fuzz_target;

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use dccn_auth::config::{self, ChatLimits, ServerConfig, TlsFiles};
 use dccn_auth::server::Server;
-use dccn_auth::store::UserStore;
+use dccn_auth::store::{Store, UserStore};
 use dccn_auth::tls;
 use std::io::Write;
 use std::path::{Path, PathBuf};

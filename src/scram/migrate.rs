@@ -7,12 +7,12 @@
 //! re-derived, matching ones are left alone; every other row is skipped and
 //! counted. `--drop-classic` then sets the verifier to NULL where the SCRAM row
 //! matches. All writes are compare-and-set in one transaction (see
-//! [`UserStore::put_scram_rows`]), so it is safe beside a live server, and a
+//! [`Store::put_scram_rows`]), so it is safe beside a live server, and a
 //! second run changes nothing.
 
 use super::keys::{salt_bytes, ScramCredentials};
 use crate::rules::Username;
-use crate::store::{ScramRow, StoreError, UserRecord, UserStore};
+use crate::store::{ScramRow, Store, StoreError, UserRecord};
 use std::fmt;
 
 /// What one run found and did.
@@ -70,7 +70,7 @@ fn to_row(c: &ScramCredentials) -> ScramRow {
 
 /// Runs the migration on `store`; new and re-derived rows get `iterations`.
 pub fn migrate(
-    store: &UserStore,
+    store: &dyn Store,
     iterations: u32,
     drop_classic: bool,
 ) -> Result<MigrationSummary, StoreError> {
@@ -129,7 +129,7 @@ pub fn migrate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Registration;
+    use crate::store::{Registration, UserStore};
 
     fn user(login: &str, salt: &str, password: &str) -> UserRecord {
         UserRecord {

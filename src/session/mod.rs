@@ -26,17 +26,19 @@ use crate::crypto::FakeCredentials;
 use crate::log_limit::LogLimit;
 use crate::protocol::{command, control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
 use crate::rules::Username;
-use crate::store::{StoreError, UserStore};
+use crate::store::{Store, StoreError};
 use crate::throttle::Throttle;
 use crate::transport::Transport;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every session shares: the store, the throttle, the fake-salt key, the
 /// timeouts, the chat room and the shutdown flag.
 pub struct Services {
-    pub store: UserStore,
+    /// The store, whatever its engine.
+    pub store: Arc<dyn Store>,
     pub throttle: Throttle,
     /// Rate limit of the warnings a peer can cause.
     pub log_limit: LogLimit,
@@ -64,7 +66,20 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(store: UserStore, login_timeout: Duration, session_timeout: Duration) -> Self {
+    pub fn new(
+        store: impl Store + 'static,
+        login_timeout: Duration,
+        session_timeout: Duration,
+    ) -> Self {
+        Self::with_store(Arc::new(store), login_timeout, session_timeout)
+    }
+
+    /// As [`new`](Self::new), over a store the caller keeps a handle on too.
+    pub fn with_store(
+        store: Arc<dyn Store>,
+        login_timeout: Duration,
+        session_timeout: Duration,
+    ) -> Self {
         let fakes = FakeCredentials::new(store.secret());
         Services {
             store,

@@ -191,6 +191,7 @@ fn refusals_keep_the_session_at_the_menu() {
 fn a_name_beginning_with_two_underscores_cannot_chat() {
     let app = spawn_app();
     // v1 registration refuses `__`; an older database may hold such a row.
+    use dccn_auth::store::Store;
     let store = dccn_auth::store::UserStore::open(&app.db_path).unwrap();
     let salt = dccn_auth::crypto::new_salt();
     let record = dccn_auth::store::UserRecord {

@@ -21,6 +21,8 @@ pub const USER_MENU: &str =
 /// A running server and the temporary directory that holds its database.
 pub struct TestApp {
     pub handle: ServerHandle,
+    /// The server's SQLite store itself (for what only SQLite has: the page cap).
+    pub sqlite: std::sync::Arc<UserStore>,
     pub addr: SocketAddr,
     pub db_path: PathBuf,
     /// Deleted with the app; kept only for that.
@@ -49,10 +51,11 @@ pub fn spawn_app_with(
     let db_path = dir.path().join("users.db");
     let mut config = config_for(db_path.clone());
     tweak_config(&mut config);
-    let handle = start(&config, tweak_services);
+    let (handle, sqlite) = start_sqlite(&config, tweak_services);
     TestApp {
         addr: handle.addr(),
         handle,
+        sqlite,
         db_path,
         _dir: dir,
     }
@@ -60,12 +63,22 @@ pub fn spawn_app_with(
 
 /// Starts a server for `config` (e.g. on an existing database).
 pub fn start(config: &ServerConfig, tweak_services: impl FnOnce(&mut Services)) -> ServerHandle {
-    let store = UserStore::open(&config.db_path).expect("open store");
-    let mut services = Services::new(store, config.login_timeout, config.session_timeout);
+    start_sqlite(config, tweak_services).0
+}
+
+/// [`start`], also returning the server's store.
+pub fn start_sqlite(
+    config: &ServerConfig,
+    tweak_services: impl FnOnce(&mut Services),
+) -> (ServerHandle, std::sync::Arc<UserStore>) {
+    let store = std::sync::Arc::new(UserStore::open(&config.db_path).expect("open store"));
+    let mut services =
+        Services::with_store(store.clone(), config.login_timeout, config.session_timeout);
     tweak_services(&mut services);
-    Server::bind_with(config, services)
+    let handle = Server::bind_with(config, services)
         .expect("bind on port 0")
-        .spawn()
+        .spawn();
+    (handle, store)
 }
 
 impl TestApp {

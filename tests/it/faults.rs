@@ -20,7 +20,7 @@ fn count_users(app: &TestApp) -> i64 {
 fn a_full_database_refuses_registration_cleanly() {
     let app = spawn_app();
     app.register("early", PW);
-    let store = &app.handle.services().store;
+    let store = &app.sqlite;
     store.set_max_pages(store.page_count().unwrap()).unwrap();
 
     let mut c = app.client();

@@ -1,4 +1,4 @@
-//! The user store: the original `USERS` table in one SQLite file.
+//! The SQLite store: the original `USERS` table in one SQLite file.
 //!
 //! ```sql
 //! USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT)   -- password = verifier or NULL
@@ -22,75 +22,21 @@
 //! acknowledged only after its commit. Concurrent registrations share one commit
 //! (group commit, see [`UserStore::register`]), so many of them cost one sync.
 
+use super::{
+    hex_column, ClassicVerifier, Column, Registration, ScramLookup, ScramRow, ScramWrites, Store,
+    StoreError, StoredUser, UserRecord, UserWithScram, SALT_HEX_LEN,
+};
 use crate::config::STORE_BUSY_TIMEOUT;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
-/// A store operation failed (disk full, read-only file, lock not obtained ...).
-/// Sessions answer `Server error, try again later`; the message goes to the log.
-#[derive(Debug, Clone)]
-pub struct StoreError(String);
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "database error: {}", self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError(e.to_string())
     }
-}
-
-/// What the store keeps about one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    pub login: String,
-    /// `hex(SHA-256(salt || password))`, never the password; `None` (NULL): no
-    /// classic verifier (dropped by the migration, or classic login is off).
-    pub verifier: Option<String>,
-    /// As stored; a NULL salt (a legacy row) reads as "".
-    pub salt: String,
-}
-
-/// A `SCRAM_SHA_256` row but the login, as stored (the columns as text: a corrupt
-/// row is returned as it is, and the mechanism decides it is unusable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScramRow {
-    pub iterations: i64,
-    pub stored_key: String,
-    pub server_key: String,
-}
-
-/// What the SCRAM lookup returns for an existing user: the salt and the SCRAM
-/// row, if there is one of the expected types.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScramLookup {
-    pub salt: String,
-    pub scram: Option<ScramRow>,
-}
-
-/// A `USERS` row with its `SCRAM_SHA_256` row, if any (for the migration).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserWithScram {
-    pub user: UserRecord,
-    pub scram: Option<ScramRow>,
-}
-
-/// What [`UserStore::put_scram_rows`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScramWrites {
-    /// SCRAM rows written (their USERS row was unchanged since it was read).
-    pub written: usize,
-    /// Classic verifiers set to NULL.
-    pub dropped: usize,
 }
 
 /// Reads the SCRAM columns of a joined row; `None` if absent or of another type.
@@ -128,115 +74,25 @@ fn text_or_none(v: Value) -> Option<String> {
     }
 }
 
-/// Hex digits of a stored classic verifier (SHA-256) and of a salt (16 bytes).
-pub const VERIFIER_HEX_LEN: usize = 64;
-pub const SALT_HEX_LEN: usize = 32;
-
-/// A user's row as read back: the name, and its classic credentials if the row
-/// can take part in the salt/nonce challenge at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredUser {
-    pub login: String,
-    pub classic: Result<ClassicVerifier, UnusableRow>,
-    /// The salt when it is 32 lowercase hex digits, whatever the verifier: a
-    /// user without a classic verifier (SCRAM only) still shows its real salt,
-    /// the same one a SCRAM exchange shows.
-    pub salt: Option<String>,
-}
-
-/// Classic credentials that passed [`ClassicVerifier::parse`]: a verifier of 64
-/// and a salt of 32 lowercase hex digits, what this server and the original write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassicVerifier {
-    pub verifier: String,
-    pub salt: String,
-}
-
-/// Why a row cannot log in by the classic challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnusableRow {
-    Verifier(ColumnFault),
-    Salt(ColumnFault),
-}
-
-/// What is wrong with one column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnFault {
-    Null,
-    /// Stored as another SQLite type (`"a BLOB"`, `"an integer"` ...).
-    NotText(&'static str),
-    /// Text, but not `want` lowercase hex digits; `chars` is its length.
-    NotHex {
-        want: usize,
-        chars: usize,
-    },
-}
-
-impl ClassicVerifier {
-    /// Checks a row's two columns. Anything but lowercase hex of the right length
-    /// (empty, NULL, a marker, a salt holding a newline ...) is refused here, so an
-    /// odd row can neither be answered with a guessable hash nor inject lines
-    /// into the challenge: the session treats it as an unknown name.
-    pub fn parse(verifier: ValueRef<'_>, salt: ValueRef<'_>) -> Result<Self, UnusableRow> {
-        let verifier = hex_column(verifier, VERIFIER_HEX_LEN).map_err(UnusableRow::Verifier)?;
-        let salt = hex_column(salt, SALT_HEX_LEN).map_err(UnusableRow::Salt)?;
-        Ok(ClassicVerifier { verifier, salt })
-    }
-}
-
-fn hex_column(value: ValueRef<'_>, want: usize) -> Result<String, ColumnFault> {
-    let bytes = match value {
-        ValueRef::Text(bytes) => bytes,
-        ValueRef::Null => return Err(ColumnFault::Null),
-        ValueRef::Blob(_) => return Err(ColumnFault::NotText("a BLOB")),
-        ValueRef::Integer(_) => return Err(ColumnFault::NotText("an integer")),
-        ValueRef::Real(_) => return Err(ColumnFault::NotText("a real number")),
-    };
-    let is_hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
-    if bytes.len() == want && bytes.iter().all(is_hex) {
-        // All ASCII, so valid UTF-8.
-        Ok(String::from_utf8_lossy(bytes).into_owned())
-    } else {
-        Err(ColumnFault::NotHex {
-            want,
-            chars: String::from_utf8_lossy(bytes).chars().count(),
-        })
-    }
-}
-
-impl fmt::Display for UnusableRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (column, fault) = match self {
-            UnusableRow::Verifier(fault) => ("verifier (password column)", fault),
-            UnusableRow::Salt(fault) => ("salt", fault),
-        };
-        match fault {
-            ColumnFault::Null => write!(f, "{column} is NULL"),
-            ColumnFault::NotText(kind) => write!(f, "{column} is {kind}, not text"),
-            ColumnFault::NotHex { want, chars } => write!(
-                f,
-                "{column} is not {want} lowercase hex digits ({chars} characters)"
-            ),
-        }
+/// A column as the engine-neutral [`Column`].
+fn column(value: ValueRef<'_>) -> Column<'_> {
+    match value {
+        ValueRef::Text(bytes) => Column::Text(bytes),
+        ValueRef::Null => Column::Null,
+        ValueRef::Blob(_) => Column::Other("a BLOB"),
+        ValueRef::Integer(_) => Column::Other("an integer"),
+        ValueRef::Real(_) => Column::Other("a real number"),
     }
 }
 
 fn stored_user(login: String, r: &Row<'_>, first: usize) -> rusqlite::Result<StoredUser> {
-    let classic = ClassicVerifier::parse(r.get_ref(first)?, r.get_ref(first + 1)?);
-    let salt = hex_column(r.get_ref(first + 1)?, SALT_HEX_LEN).ok();
+    let classic = ClassicVerifier::parse(column(r.get_ref(first)?), column(r.get_ref(first + 1)?));
+    let salt = hex_column(column(r.get_ref(first + 1)?), SALT_HEX_LEN).ok();
     Ok(StoredUser {
         login,
         classic,
         salt,
     })
-}
-
-/// Result of a registration that reached the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registration {
-    Registered,
-    /// The name exists (maybe a concurrent registration won the race).
-    NameTaken,
 }
 
 /// A registration waiting for the next group commit.
@@ -363,13 +219,28 @@ impl UserStore {
         )
     }
 
+    /// Caps the database file at `pages` pages (SQLite's `max_page_count`): writes
+    /// past it fail with "database or disk is full", as on a full disk. Lets an
+    /// operator bound the file, and tests reproduce a full disk.
+    pub fn set_max_pages(&self, pages: i64) -> Result<(), StoreError> {
+        lock(&self.db).pragma_update(None, "max_page_count", pages)?;
+        Ok(())
+    }
+
+    /// Pages the database file has now.
+    pub fn page_count(&self) -> Result<i64, StoreError> {
+        Ok(lock(&self.db).pragma_query_value(None, "page_count", |r| r.get(0))?)
+    }
+}
+
+impl Store for UserStore {
     /// The random key of the fake salts, made once and kept in the database.
-    pub fn secret(&self) -> &[u8] {
+    fn secret(&self) -> &[u8] {
         &self.secret
     }
 
     /// The user named exactly `login`, if any.
-    pub fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+    fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
         let db = lock(&self.db);
         let mut stmt =
             db.prepare_cached("SELECT login, password, salt FROM USERS WHERE login = ?1")?;
@@ -378,7 +249,7 @@ impl UserStore {
 
     /// The user named exactly `login` as the classic challenge sees it: its
     /// row checked by [`ClassicVerifier::parse`].
-    pub fn find_classic(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
+    fn find_classic(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached("SELECT password, salt FROM USERS WHERE login = ?1")?;
         let row = stmt
@@ -389,7 +260,7 @@ impl UserStore {
 
     /// The SCRAM lookup, one query: the user's salt joined with its SCRAM row.
     /// `None`: no such user (an orphan SCRAM row is ignored).
-    pub fn find_scram(&self, login: &str) -> Result<Option<ScramLookup>, StoreError> {
+    fn find_scram(&self, login: &str) -> Result<Option<ScramLookup>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached(
             "SELECT u.salt, s.iterations, s.stored_key, s.server_key
@@ -407,7 +278,7 @@ impl UserStore {
         Ok(row)
     }
 
-    pub fn exists(&self, login: &str) -> Result<bool, StoreError> {
+    fn exists(&self, login: &str) -> Result<bool, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare_cached("SELECT 1 FROM USERS WHERE login = ?1")?;
         Ok(stmt.exists(params![login])?)
@@ -421,7 +292,7 @@ impl UserStore {
     /// written by someone else finds its result as soon as it gets the lock. While
     /// one batch is being synced, the next batch gathers in the queue.
     /// The SCRAM row, if given, is written in the same transaction.
-    pub fn register(
+    fn register(
         &self,
         record: UserRecord,
         scram: Option<ScramRow>,
@@ -462,7 +333,7 @@ impl UserStore {
 
     /// Replaces the verifier (or NULL) and salt of an existing user and, in the
     /// same transaction, its SCRAM row (made if missing); false if there is no user.
-    pub fn change_password(
+    fn change_password(
         &self,
         login: &str,
         verifier: Option<&str>,
@@ -487,7 +358,7 @@ impl UserStore {
     }
 
     /// Removes a user and its SCRAM row in one transaction; false if there was none.
-    pub fn delete(&self, login: &str) -> Result<bool, StoreError> {
+    fn delete(&self, login: &str) -> Result<bool, StoreError> {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         let removed = tx
@@ -500,7 +371,7 @@ impl UserStore {
     }
 
     /// Every `USERS` row with its SCRAM row, if any, sorted by name.
-    pub fn list_with_scram(&self) -> Result<Vec<UserWithScram>, StoreError> {
+    fn list_with_scram(&self) -> Result<Vec<UserWithScram>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare(
             "SELECT u.login, u.password, u.salt, s.iterations, s.stored_key, s.server_key
@@ -521,7 +392,7 @@ impl UserStore {
     /// then sets `USERS.password` to NULL for each of `drops` whose `USERS` row is
     /// unchanged and whose SCRAM row is the one given. Safe beside a live server:
     /// a row changed meanwhile is left alone.
-    pub fn put_scram_rows(
+    fn put_scram_rows(
         &self,
         writes: &[(UserRecord, ScramRow)],
         drops: &[(UserRecord, ScramRow)],
@@ -566,22 +437,9 @@ impl UserStore {
         Ok(done)
     }
 
-    /// Caps the database file at `pages` pages (SQLite's `max_page_count`): writes
-    /// past it fail with "database or disk is full", as on a full disk. Lets an
-    /// operator bound the file, and tests reproduce a full disk.
-    pub fn set_max_pages(&self, pages: i64) -> Result<(), StoreError> {
-        lock(&self.db).pragma_update(None, "max_page_count", pages)?;
-        Ok(())
-    }
-
-    /// Pages the database file has now.
-    pub fn page_count(&self) -> Result<i64, StoreError> {
-        Ok(lock(&self.db).pragma_query_value(None, "page_count", |r| r.get(0))?)
-    }
-
     /// Every user, sorted by name, with its row checked (for the offline admin
     /// listing). A name that is not valid UTF-8 is shown with U+FFFD.
-    pub fn list(&self) -> Result<Vec<StoredUser>, StoreError> {
+    fn list(&self) -> Result<Vec<StoredUser>, StoreError> {
         let db = lock(&self.db);
         let mut stmt = db.prepare("SELECT login, password, salt FROM USERS ORDER BY login")?;
         let rows = stmt.query_map([], |r| {
@@ -654,6 +512,7 @@ fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{ColumnFault, UnusableRow};
     use std::sync::Arc;
 
     fn record(name: &str) -> UserRecord {
