@@ -20,6 +20,11 @@
 //! - [`rules`]: the username and password rules.
 //! - [`store`]: the `USERS` table, durable registrations with group commit.
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
+//! - [`new_account`]: the one way an account is made (online `register` and
+//!   the offline `add-user` alike): salt, verifier, durable row.
+//! - [`registration_quota`]: acknowledged registrations per address per 10 min.
+//! - [`metrics`]: the counters (atomics) and their Prometheus text rendering;
+//!   [`metrics_http`]: the bounded `GET /metrics` endpoint on its own thread.
 //! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
 //! - [`tls`]: optional TLS (rustls, ring): configs, self-signed setup, handshake.
@@ -41,7 +46,11 @@ pub mod config;
 pub mod crypto;
 pub mod descriptors;
 pub mod log_limit;
+pub mod metrics;
+pub mod metrics_http;
+pub mod new_account;
 pub mod protocol;
+pub mod registration_quota;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -29,6 +29,9 @@ pub mod outcome {
     pub const ACCOUNT_REMOVED: &str = "Your account was removed from system";
     pub const UNRECOGNIZED: &str = "Unrecognized type";
     pub const SERVER_ERROR: &str = "Server error, try again later";
+    pub const REGISTRATIONS_LIMITED: &str =
+        "Too many registrations from your address, try again later";
+    pub const REGISTRATION_CLOSED: &str = "Registration is closed";
 }
 
 /// Control lines (server -> client).

@@ -17,17 +17,20 @@ mod account;
 mod classic;
 
 use crate::codec::LineConn;
-use crate::config::DEFAULT_LOGIN_GRACE;
 use crate::config::TURN_WRITE_LIMIT;
+use crate::config::{RegistrationMode, DEFAULT_LOGIN_GRACE, DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS};
 use crate::crypto::FakeCredentials;
 use crate::log_limit::LogLimit;
+use crate::metrics::Metrics;
 use crate::protocol::{control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
+use crate::registration_quota::RegistrationQuota;
 use crate::rules::Username;
 use crate::store::{StoreError, UserStore};
 use crate::throttle::Throttle;
 use crate::transport::Transport;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every session shares: the store, the throttle, the fake-salt key, the
@@ -46,6 +49,12 @@ pub struct Services {
     /// every real server; shorter in tests).
     pub turn_write_limit: Duration,
     pub shutting_down: AtomicBool,
+    /// Whether `register` is open to clients.
+    pub registration: RegistrationMode,
+    /// Acknowledged registrations per source address per 10 minutes.
+    pub registration_quota: RegistrationQuota,
+    /// The counters `--metrics` serves (shared with the accept loop).
+    pub metrics: Arc<Metrics>,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). `None` in every real server.
     pub panic_word: Option<String>,
@@ -64,6 +73,9 @@ impl Services {
             session_timeout,
             turn_write_limit: TURN_WRITE_LIMIT,
             shutting_down: AtomicBool::new(false),
+            registration: RegistrationMode::Open,
+            registration_quota: RegistrationQuota::new(DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS),
+            metrics: Arc::new(Metrics::new()),
             panic_word: None,
         }
     }
@@ -89,7 +101,10 @@ type Step<T = ()> = Result<T, End>;
 /// Result of a salt/nonce challenge.
 enum Proof {
     Accepted,
+    /// Checked and wrong (or an unknown name).
     Refused,
+    /// Refused unchecked by the throttle (the client hears the same as `Refused`).
+    Throttled,
     StoreFailed,
 }
 
@@ -235,6 +250,7 @@ impl<'a, T: Transport> Session<'a, T> {
     }
 
     fn store_failed(&mut self, what: &str, e: &StoreError) {
+        self.svc.metrics.store_error();
         log::error!("{} {what}: {e}", self.peer);
         self.say(outcome::SERVER_ERROR);
     }
