@@ -31,7 +31,7 @@ OUT=${OUT:-$(mktemp -d /tmp/dccn-compare.XXXXXX)}
 mkdir -p "$OUT"
 
 NULL_PORT=$((PORT_BASE + 1))   # nullserver
-OURS_PORT=$((PORT_BASE + 2))   # run_server, default settings
+OURS_PORT=$((PORT_BASE + 2))   # run_server, default settings but the registration quota off (register workload)
 IDLE_PORT=$((PORT_BASE + 3))   # run_server, --max-sessions raised for the idle workload
 DIAG_PORT=$((PORT_BASE + 4))   # run_server --backlog 128 (diagnostic only)
 if ((DIAG_PORT >= 32768)); then
@@ -104,12 +104,12 @@ wait_port() { # port: up to 5 s until it accepts
 
 "$NULLSERVER" --port "$NULL_PORT" 2>"$OUT/null.log" &
 PIDS+=($!); NULL_PID=$!
-"$RUN_SERVER" --port "$OURS_PORT" --db "$OUT/ours.db" >"$OUT/ours.out" 2>"$OUT/ours.log" &
+"$RUN_SERVER" --port "$OURS_PORT" --db "$OUT/ours.db" --max-registrations-per-address 0 >"$OUT/ours.out" 2>"$OUT/ours.log" &
 PIDS+=($!); OURS_PID=$!
 "$RUN_SERVER" --port "$IDLE_PORT" --db "$OUT/idle.db" --max-sessions $((HOLD + 1000)) \
     >"$OUT/idle.out" 2>"$OUT/idle.log" &
 PIDS+=($!); IDLE_PID=$!
-"$RUN_SERVER" --port "$DIAG_PORT" --db "$OUT/diag.db" --backlog 128 >"$OUT/diag.out" 2>"$OUT/diag.log" &
+"$RUN_SERVER" --port "$DIAG_PORT" --db "$OUT/diag.db" --backlog 128 --max-registrations-per-address 0 >"$OUT/diag.out" 2>"$OUT/diag.log" &
 PIDS+=($!)
 # The machine is shared: if a server is gone (killed from outside), stop, rather
 # than record a run against a dead server.

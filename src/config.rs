@@ -65,6 +65,31 @@ pub const SESSION_STACK_BYTES: usize = 256 * 1024;
 /// waits before it exits (see `threads.rs`).
 pub const MAX_IDLE_THREADS: usize = 64;
 pub const IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Registration quota: acknowledged registrations per source address (IPv6:
+/// one /64) within [`REGISTRATION_QUOTA_SPAN`]. 0 turns it off.
+pub const DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS: usize = 100;
+/// Registration quota: the window it counts over.
+pub const REGISTRATION_QUOTA_SPAN: Duration = Duration::from_secs(600);
+/// Registration quota: addresses kept in memory at most.
+pub const REGISTRATION_QUOTA_MAX_KEYS: usize = 100_000;
+
+/// Metrics endpoint: connections served at once; one more hears 503.
+pub const METRICS_MAX_CONNECTIONS: usize = 4;
+/// Metrics endpoint: the whole request (line and headers) must arrive within this.
+pub const METRICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Metrics endpoint: write timeout of the answer.
+pub const METRICS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Metrics endpoint: how long the accepting thread drains a refused (503)
+/// connection's request before closing, so the refusal is not lost to a reset.
+pub const METRICS_REFUSAL_LINGER: Duration = Duration::from_millis(50);
+/// Metrics endpoint: largest request head (line and headers) read, in bytes.
+pub const METRICS_MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Metrics endpoint: most headers parsed in one request.
+pub const METRICS_MAX_HEADERS: usize = 32;
+/// Metrics: upper bounds (seconds) of the `dccn_login_seconds` histogram buckets.
+pub const LOGIN_SECONDS_BUCKETS: [f64; 10] =
+    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
+
 /// Longest wait for the SQLite database when another process holds its lock.
 pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -242,6 +267,23 @@ pub struct ServerConfig {
     /// `--classic-login off`: classic logins always fail, new passwords get no
     /// classic verifier (`USERS.password` NULL).
     pub classic_login: bool,
+    /// Whether `register` is open to clients (else accounts are made offline).
+    pub registration: RegistrationMode,
+    /// Acknowledged registrations per address per 10 minutes; 0: no quota.
+    pub max_registrations_per_address: usize,
+    /// Serve `GET /metrics` on this address (off when `None`).
+    pub metrics: Option<String>,
+}
+
+/// Who may create accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegistrationMode {
+    /// Anyone, through `register` (under the per-address quota).
+    #[default]
+    Open,
+    /// Nobody online: `register` answers `Registration is closed`; accounts
+    /// are made with `run_server add-user`.
+    Closed,
 }
 
 impl Default for ServerConfig {
@@ -262,6 +304,9 @@ impl Default for ServerConfig {
             chat: ChatLimits::default(),
             scram_iterations: DEFAULT_SCRAM_ITERATIONS,
             classic_login: true,
+            registration: RegistrationMode::Open,
+            max_registrations_per_address: DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS,
+            metrics: None,
         }
     }
 }

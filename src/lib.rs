@@ -23,6 +23,11 @@
 //! The server:
 //! - [`server`]: the accept loop, the session caps, thread per client, shutdown.
 //! - [`threads`]: a thread per client, kept for the next client when it is done.
+//! - [`new_account`]: the one way an account is made (online `register` and
+//!   the offline `add-user` alike): salt, verifier, durable row.
+//! - [`registration_quota`]: acknowledged registrations per address per 10 min.
+//! - [`metrics`]: the counters (atomics) and their Prometheus text rendering;
+//!   [`metrics_http`]: the bounded `GET /metrics` endpoint on its own thread.
 //! - [`descriptors`]: the open-files limit, the session cap that fits under it,
 //!   and the spare descriptor that lets a refused client hear why.
 //! - [`address`]: the source-address key of every per-address limit (IPv6 by /64).
@@ -55,7 +60,11 @@ pub mod config;
 pub mod crypto;
 pub mod descriptors;
 pub mod log_limit;
+pub mod metrics;
+pub mod metrics_http;
+pub mod new_account;
 pub mod protocol;
+pub mod registration_quota;
 pub mod rules;
 pub mod scram;
 pub mod server;

@@ -33,6 +33,9 @@ pub mod outcome {
     pub const CHAT_FULL: &str = "Chat is full, try again later";
     pub const CHAT_ALREADY_IN: &str = "You are already in the chat in another session";
     pub const CHAT_NOT_FOR_NAME: &str = "Chat is not available for this username";
+    pub const REGISTRATIONS_LIMITED: &str =
+        "Too many registrations from your address, try again later";
+    pub const REGISTRATION_CLOSED: &str = "Registration is closed";
 }
 
 /// The chat room (`docs/` and `shared/protocol-chat.md`): what the client types

@@ -22,7 +22,10 @@ use crate::config::{
     SESSION_SEND_BUFFER_BYTES, WRITE_TIMEOUT,
 };
 use crate::descriptors::{self, is_out_of_descriptors, SpareDescriptor};
+use crate::metrics::{BusyCap, Metrics};
+use crate::metrics_http::MetricsEndpoint;
 use crate::protocol::error;
+use crate::registration_quota::RegistrationQuota;
 use crate::session::{End, Services, Session};
 use crate::store::{self, StoreError, UserStore};
 use crate::threads::SessionThreads;
@@ -99,6 +102,8 @@ struct Sessions {
     all_ended: Condvar,
     /// Accept loops still running (shutdown wakes them until none is left).
     accept_loops: AtomicUsize,
+    /// Where the session gauge is kept (the services' counters).
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
@@ -151,6 +156,7 @@ impl SessionSlot {
                 (n < caps.global).then_some(n + 1)
             })
             .map_err(|_| Cap::Global)?;
+        sessions.metrics.session_started();
         // From here on the slot exists, so an early return releases it.
         let mut slot = SessionSlot {
             id: sessions.next_id.fetch_add(1, Ordering::Relaxed),
@@ -186,6 +192,7 @@ impl Drop for SessionSlot {
                 }
             }
         }
+        self.sessions.metrics.session_ended();
         // Under the lock, so a shutdown waiting for the count cannot miss it.
         let mut sockets = self.sessions.sockets();
         sockets.remove(&self.id);
@@ -203,6 +210,8 @@ pub struct Server {
     caps: Caps,
     tls: Option<Arc<rustls::ServerConfig>>,
     threads: SessionThreads,
+    /// `GET /metrics`, when `--metrics` asked for it; stops when the server is dropped.
+    metrics_endpoint: Option<MetricsEndpoint>,
 }
 
 /// Binds `addr` with an explicit listen backlog (std's `bind` always asks for 128).
@@ -239,6 +248,11 @@ impl Server {
         }
         services.room = Room::new(config.chat);
         services.login_grace = config.login_grace;
+        services.registration = config.registration;
+        if services.registration_quota.limit() != config.max_registrations_per_address {
+            services.registration_quota =
+                RegistrationQuota::new(config.max_registrations_per_address);
+        }
         let wanted = format!("{}:{}", config.host, config.port);
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()
@@ -261,13 +275,22 @@ impl Server {
                 descriptors::RESERVED_DESCRIPTORS
             );
         }
+        let metrics_endpoint = match &config.metrics {
+            Some(addr) => Some(
+                MetricsEndpoint::start(addr, services.metrics.clone())
+                    .map_err(|e| ServerError::Bind(addr.clone(), e))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             listener,
-            services: Arc::new(services),
             sessions: Arc::new(Sessions {
                 accept_loops: AtomicUsize::new(ACCEPT_THREADS),
+                metrics: services.metrics.clone(),
                 ..Sessions::default()
             }),
+            services: Arc::new(services),
+            metrics_endpoint,
             caps: Caps {
                 global,
                 per_address: config.max_sessions_per_address,
@@ -281,6 +304,11 @@ impl Server {
     /// open-files limit cannot hold that many.
     pub fn max_sessions(&self) -> usize {
         self.caps.global
+    }
+
+    /// The address `GET /metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint.as_ref().map(MetricsEndpoint::addr)
     }
 
     /// The address actually listened on (port 0 picks a free port).
@@ -328,6 +356,9 @@ impl Server {
                 self.turn_away_waiting();
                 break;
             }
+            if accepted.is_ok() {
+                self.services.metrics.connection_accepted();
+            }
             match accepted {
                 Ok((sock, peer)) => {
                     if let Err(cap) = self.hand_off(sock, peer) {
@@ -339,6 +370,7 @@ impl Server {
                     // hears why, rather than waiting in the backlog for nothing.
                     let refused = spare.lend(|| {
                         let (sock, peer) = self.listener.accept().ok()?;
+                        self.services.metrics.connection_accepted();
                         say_goodbye(sock, error::SERVER_BUSY_FRAME);
                         Some(peer)
                     });
@@ -396,6 +428,7 @@ impl Server {
     /// Runs the accept loop on its own thread; the handle stops it.
     pub fn spawn(self) -> ServerHandle {
         let addr = self.local_addr();
+        let metrics_addr = self.metrics_addr();
         let services = self.services.clone();
         let sessions = self.sessions.clone();
         let accept_thread = thread::Builder::new()
@@ -404,6 +437,7 @@ impl Server {
             .expect("cannot start the accept thread");
         ServerHandle {
             addr,
+            metrics_addr,
             services,
             sessions,
             accept_thread: Some(accept_thread),
@@ -415,6 +449,7 @@ impl Server {
     pub fn stopper(&self) -> ServerHandle {
         ServerHandle {
             addr: self.local_addr(),
+            metrics_addr: self.metrics_addr(),
             services: self.services.clone(),
             sessions: self.sessions.clone(),
             accept_thread: None,
@@ -488,6 +523,11 @@ struct AcceptWarnings {
 
 impl AcceptWarnings {
     fn busy(&mut self, services: &Services, peer: SocketAddr, cap: Cap) {
+        services.metrics.busy(match cap {
+            Cap::Global => BusyCap::Global,
+            Cap::Address => BusyCap::Address,
+            Cap::Files => BusyCap::Files,
+        });
         let line = match cap {
             Cap::Global => format!("session cap reached: refused {peer}"),
             Cap::Address => format!(
@@ -610,6 +650,7 @@ impl SessionGauge {
 /// Controls a running server: its address, and a graceful stop.
 pub struct ServerHandle {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     services: Arc<Services>,
     sessions: Arc<Sessions>,
     accept_thread: Option<JoinHandle<()>>,
@@ -618,6 +659,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `GET /metrics` is served, if `--metrics` asked for it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn services(&self) -> &Arc<Services> {

@@ -2,11 +2,14 @@
 //! command on the database), report, exit. The work is in the library.
 
 use clap::{Parser, Subcommand};
-use dccn_auth::config::{self, ChatLimits, ServerConfig, TlsFiles};
+use dccn_auth::config::{
+    self, ChatLimits, RegistrationMode, ServerConfig, TlsFiles, MAX_LINE_BYTES,
+};
+use dccn_auth::new_account::{self, NewAccount, Storage};
 use dccn_auth::server::Server;
-use dccn_auth::store::{Store, UserStore};
+use dccn_auth::store::{Registration, Store, UserStore};
 use dccn_auth::tls;
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,7 +32,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
         run_server delete-user alice        remove a user (offline)\n  \
         run_server migrate-scram --drop-classic --db users.db\n  \
                                             give every user SCRAM credentials, drop classic verifiers\n  \
-        run_server --classic-login off      serve SCRAM logins only (after migrate-scram --drop-classic)"
+        run_server --classic-login off      serve SCRAM logins only (after migrate-scram --drop-classic)\n  \
+        run_server add-user alice           add a user (offline; asks the password twice)\n  \
+        run_server --registration closed --metrics 127.0.0.1:9186\n                                      \
+        accounts only by add-user; counters at http://127.0.0.1:9186/metrics"
 )]
 struct Cli {
     /// Address to listen on.
@@ -110,7 +116,7 @@ struct Cli {
     /// Classic (v1 salt/nonce) logins: "off" makes them always fail and stores no
     /// classic verifier at register and change_password (SCRAM only).
     #[arg(long, env = "DCCN_CLASSIC_LOGIN", value_name = "on|off", default_value = "on",
-          value_parser = parse_on_off)]
+          value_parser = parse_on_off, global = true)]
     classic_login: bool,
     /// PBKDF2 iterations of new SCRAM credentials (register, change_password,
     /// migrate-scram) and of the answers to unknown users.
@@ -119,6 +125,22 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(
               i64::from(config::SCRAM_MIN_ITERATIONS)..=i64::from(config::SCRAM_MAX_ITERATIONS)))]
     scram_iterations: u32,
+    /// Who may create accounts: "open" (anyone, by register, under the
+    /// per-address quota) or "closed" (register answers "Registration is closed";
+    /// accounts are made offline with add-user).
+    #[arg(long, env = "DCCN_REGISTRATION", value_name = "open|closed",
+          default_value = "open", value_parser = parse_registration)]
+    registration: RegistrationMode,
+    /// Successful registrations per source address (IPv6: one /64) within 10
+    /// minutes; past it, register answers "Too many registrations from your
+    /// address, try again later". 0 turns the quota off.
+    #[arg(long, env = "DCCN_MAX_REGISTRATIONS_PER_ADDRESS",
+          default_value_t = config::DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS)]
+    max_registrations_per_address: usize,
+    /// Serve GET /metrics (Prometheus text format) on this address, e.g.
+    /// 127.0.0.1:9186. Off unless given. Keep it off public interfaces.
+    #[arg(long, env = "DCCN_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -145,6 +167,22 @@ enum Command {
         #[arg(long)]
         drop_classic: bool,
     },
+    /// Add a user to the database (created if missing), under the same rules and
+    /// with the same storage as a registration. The password is asked twice
+    /// without echo, or read as one line from stdin with --password-stdin.
+    /// Exit status: 0 added, 1 not added (name taken, passwords differ, database
+    /// error), 2 usage error (a name or password that breaks the rules, bad flags).
+    #[command(
+        after_help = "Examples:\n  run_server add-user alice --db /var/lib/dccn-auth/users.db\n  \
+        printf '%s\\n' \"$PASSWORD\" | run_server add-user alice --password-stdin"
+    )]
+    AddUser {
+        /// The username (1 to 32 of A-Z a-z 0-9 _ . -, no "__").
+        name: String,
+        /// Read the password as one line from stdin instead of asking twice.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -154,6 +192,17 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
         _ => Err(format!("expected on or off, got {s:?}")),
     }
 }
+
+fn parse_registration(s: &str) -> Result<RegistrationMode, String> {
+    match s {
+        "open" => Ok(RegistrationMode::Open),
+        "closed" => Ok(RegistrationMode::Closed),
+        _ => Err(format!("expected open or closed, got {s:?}")),
+    }
+}
+
+/// Exit status of a usage error (as clap's own).
+const USAGE_ERROR: u8 = 2;
 
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -175,6 +224,18 @@ fn main() -> ExitCode {
         Some(Command::MigrateScram { drop_classic }) => {
             migrate_scram(&cli.db, cli.scram_iterations, *drop_classic)
         }
+        Some(Command::AddUser {
+            name,
+            password_stdin,
+        }) => add_user(
+            &cli.db,
+            name,
+            *password_stdin,
+            Storage {
+                scram_iterations: cli.scram_iterations,
+                classic: cli.classic_login,
+            },
+        ),
     };
     match result {
         Ok(code) => code,
@@ -238,6 +299,9 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         },
         scram_iterations: cli.scram_iterations,
         classic_login: cli.classic_login,
+        registration: cli.registration,
+        max_registrations_per_address: cli.max_registrations_per_address,
+        metrics: cli.metrics.clone(),
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
@@ -270,6 +334,12 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
             false => String::new(),
         }
     );
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
+    }
+    if config.registration == RegistrationMode::Closed {
+        println!("registration closed: add users with run_server add-user NAME");
+    }
     let _ = std::io::stdout().flush();
     server.run();
     // The accept loop ends only through the signal handler: wait for its grace.
@@ -344,5 +414,92 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
         _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+/// A usage error: said, exit status 2.
+fn usage_error(message: &str) -> Result<ExitCode, String> {
+    eprintln!("run_server add-user: {message}");
+    Ok(ExitCode::from(USAGE_ERROR))
+}
+
+/// Reads the new password: one line from stdin, or twice without echo.
+fn read_new_password(from_stdin: bool) -> Result<Result<String, String>, String> {
+    if from_stdin {
+        let mut line = Vec::new();
+        // One byte more than a line may hold, to tell a too-long line apart.
+        let limit = (MAX_LINE_BYTES + 2) as u64;
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if line.len() > MAX_LINE_BYTES {
+            return Ok(Err(format!(
+                "the password is longer than {MAX_LINE_BYTES} bytes"
+            )));
+        }
+        return match String::from_utf8(line) {
+            Ok(p) if p.is_empty() => Ok(Err("no password on stdin".into())),
+            Ok(p) => Ok(Ok(p)),
+            Err(_) => Ok(Err("the password is not valid UTF-8".into())),
+        };
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(Err(
+            "stdin is not a terminal: give the password with --password-stdin".into(),
+        ));
+    }
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt).map_err(|e| format!("cannot read the password: {e}"))
+    };
+    let first = ask("New password: ")?;
+    let second = ask("Repeat password: ")?;
+    if first != second {
+        return Err("the passwords are not the same".into());
+    }
+    Ok(Ok(first))
+}
+
+fn add_user(
+    db: &Path,
+    raw_name: &str,
+    password_stdin: bool,
+    storage: Storage,
+) -> Result<ExitCode, String> {
+    let name = match new_account::parse_username(raw_name) {
+        Ok(name) => name,
+        Err(why) => return usage_error(&why.to_string()),
+    };
+    let password = match read_new_password(password_stdin)? {
+        Ok(p) => p,
+        Err(why) => return usage_error(&why),
+    };
+    let account = match NewAccount::new(&name, &password) {
+        Ok(account) => account,
+        Err(why) => return usage_error(&why.to_string()),
+    };
+    let existed = db.exists();
+    for warning in dccn_auth::store::exposed_files(db) {
+        eprintln!("run_server: warning: {warning}");
+    }
+    let store = UserStore::open(db).map_err(|e| e.to_string())?;
+    match new_account::create(&store, account, storage).map_err(|e| e.to_string())? {
+        Registration::Registered => {
+            let note = if existed { "" } else { " (new database)" };
+            println!("added user {:?} to {}{note}", name.as_str(), db.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Registration::NameTaken => Err(format!(
+            "a user named {:?} already exists in {}",
+            name.as_str(),
+            db.display()
+        )),
     }
 }

@@ -13,6 +13,7 @@
 use super::{End, Session, Step};
 use crate::chat::line::{self, ChatLine};
 use crate::chat::{JoinRefusal, Outbox, Room, TokenBucket, Writer, WriterEnd};
+use crate::metrics::Metrics;
 use crate::protocol::{chat, control, error, outcome};
 use crate::transport::Transport;
 use std::sync::Arc;
@@ -32,12 +33,15 @@ struct Membership<'r> {
     room: &'r Room,
     name: String,
     outbox: Arc<Outbox>,
+    /// The `dccn_chat_members` gauge, counted down on drop as it was counted up.
+    metrics: &'r Metrics,
 }
 
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
         self.room.leave(&self.name, &self.outbox);
         self.outbox.finish();
+        self.metrics.chat_member_left();
     }
 }
 
@@ -69,7 +73,13 @@ impl<T: Transport> Session<'_, T> {
                 return Ok(());
             }
         }
-        let membership = Membership { room, name, outbox };
+        self.svc.metrics.chat_member_joined();
+        let membership = Membership {
+            room,
+            name,
+            outbox,
+            metrics: &self.svc.metrics,
+        };
         // The bucket is the session's: full at the first entry, then kept.
         let limits = *room.limits();
         self.chat_bucket

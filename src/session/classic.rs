@@ -4,6 +4,7 @@
 use super::{Proof, Session, Step};
 use crate::crypto;
 use crate::log_limit;
+use crate::metrics::{LoginOutcome, Mechanism};
 use crate::protocol::{control, outcome};
 use crate::rules::Username;
 use crate::transport::Transport;
@@ -12,7 +13,10 @@ use std::time::Instant;
 impl<T: Transport> Session<'_, T> {
     pub(super) fn login(&mut self) -> Step {
         let raw = self.ask(control::USERNAME)?;
-        match self.challenge(&raw)? {
+        // The login's time runs from the username reply to the outcome line.
+        let started = Instant::now();
+        let proof = self.challenge(&raw)?;
+        match proof {
             Proof::Accepted => {
                 // Only stored names can pass, and stored names obey the rule,
                 // except rows from an older database: those still log in.
@@ -23,8 +27,19 @@ impl<T: Transport> Session<'_, T> {
                 self.user = Some(name);
                 self.by_scram = false;
             }
-            Proof::Refused => self.say(outcome::LOGIN_FAILED),
+            Proof::Refused | Proof::Throttled => self.say(outcome::LOGIN_FAILED),
             Proof::StoreFailed => {}
+        }
+        let counted = match proof {
+            Proof::Accepted => Some(LoginOutcome::Ok),
+            Proof::Refused => Some(LoginOutcome::Failed),
+            Proof::Throttled => Some(LoginOutcome::Throttled),
+            // Counted as a store error, not as a login.
+            Proof::StoreFailed => None,
+        };
+        if let Some(outcome) = counted {
+            let took = started.elapsed();
+            self.svc.metrics.login(Mechanism::Classic, outcome, took);
         }
         Ok(())
     }
@@ -72,7 +87,7 @@ impl<T: Transport> Session<'_, T> {
                 self.peer,
                 log_limit::shorten(name)
             ));
-            return Ok(Proof::Refused);
+            return Ok(Proof::Throttled);
         };
         let expected = crypto::response(&nonce, &verifier);
         let matches = crypto::secrets_equal(&expected, &answer);
@@ -95,7 +110,7 @@ impl<T: Transport> Session<'_, T> {
         let name = self.current_user();
         Ok(match self.challenge(&name)? {
             Proof::Accepted => true,
-            Proof::Refused => {
+            Proof::Refused | Proof::Throttled => {
                 self.say(outcome::LOGIN_FAILED);
                 false
             }

@@ -21,10 +21,16 @@ mod scram;
 
 use crate::chat::{Room, TokenBucket};
 use crate::codec::LineConn;
-use crate::config::{ChatLimits, DEFAULT_LOGIN_GRACE, DEFAULT_SCRAM_ITERATIONS, TURN_WRITE_LIMIT};
+use crate::config::{
+    ChatLimits, RegistrationMode, DEFAULT_LOGIN_GRACE, DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS,
+    DEFAULT_SCRAM_ITERATIONS, TURN_WRITE_LIMIT,
+};
 use crate::crypto::FakeCredentials;
 use crate::log_limit::LogLimit;
+use crate::metrics::Metrics;
+use crate::new_account::Storage;
 use crate::protocol::{command, control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
+use crate::registration_quota::RegistrationQuota;
 use crate::rules::Username;
 use crate::store::{Store, StoreError};
 use crate::throttle::Throttle;
@@ -58,6 +64,12 @@ pub struct Services {
     pub shutting_down: AtomicBool,
     /// The chat room (its limits come from `ServerConfig::chat`).
     pub room: Room,
+    /// Whether `register` is open to clients.
+    pub registration: RegistrationMode,
+    /// Acknowledged registrations per source address per 10 minutes.
+    pub registration_quota: RegistrationQuota,
+    /// The counters `--metrics` serves (shared with the accept loop).
+    pub metrics: Arc<Metrics>,
     /// Test hook: this command word panics the session (to show a panic stays
     /// inside one session). Only with the `test-hooks` feature, which only the
     /// tests turn on.
@@ -93,9 +105,20 @@ impl Services {
             scram_iterations: DEFAULT_SCRAM_ITERATIONS,
             classic_login: true,
             shutting_down: AtomicBool::new(false),
+            registration: RegistrationMode::Open,
+            registration_quota: RegistrationQuota::new(DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS),
+            metrics: Arc::new(Metrics::new()),
             room: Room::new(ChatLimits::default()),
             #[cfg(feature = "test-hooks")]
             panic_word: None,
+        }
+    }
+
+    /// How new passwords are stored on this server.
+    pub fn storage(&self) -> Storage {
+        Storage {
+            scram_iterations: self.scram_iterations,
+            classic: self.classic_login,
         }
     }
 
@@ -120,7 +143,10 @@ type Step<T = ()> = Result<T, End>;
 /// Result of a salt/nonce challenge.
 enum Proof {
     Accepted,
+    /// Checked and wrong (or an unknown name).
     Refused,
+    /// Refused unchecked by the throttle (the client hears the same as `Refused`).
+    Throttled,
     StoreFailed,
 }
 
@@ -284,6 +310,7 @@ impl<'a, T: Transport> Session<'a, T> {
     }
 
     fn store_failed(&mut self, what: &str, e: &StoreError) {
+        self.svc.metrics.store_error();
         log::error!("{} {what}: {e}", self.peer);
         self.say(outcome::SERVER_ERROR);
     }

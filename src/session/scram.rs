@@ -11,11 +11,11 @@
 
 use super::{Session, Step};
 use crate::log_limit;
+use crate::metrics::{LoginOutcome, Mechanism};
 use crate::protocol::{control, outcome};
 use crate::rules::Username;
 use crate::scram::keys::{self, salt_bytes, ScramCredentials};
 use crate::scram::message::{self, ScramError};
-use crate::store::ScramRow;
 use crate::transport::Transport;
 use std::time::Instant;
 
@@ -23,6 +23,8 @@ use std::time::Instant;
 enum Exchange {
     Accepted(Username),
     Refused,
+    /// Refused unchecked by the throttle (the same `e=invalid-proof` on the wire).
+    Throttled,
     StoreFailed,
 }
 
@@ -37,16 +39,35 @@ struct Credentials {
 impl<T: Transport> Session<'_, T> {
     /// `login_scram` from the main menu.
     pub(super) fn login_scram(&mut self) -> Step {
-        match self.scram_exchange(None)? {
+        // The login's time for the metrics: from `login_scram` (the name comes in
+        // the client-first-message) to the outcome line.
+        let started = Instant::now();
+        let counted = match self.scram_exchange(None)? {
             Exchange::Accepted(name) => {
                 log::info!("{} login_scram ok user={name}", self.peer);
                 self.say(outcome::LOGIN_OK);
                 self.say(outcome::ACCESS_GRANTED);
                 self.user = Some(name);
                 self.by_scram = true;
+                Some(LoginOutcome::Ok)
             }
-            Exchange::Refused => self.say(outcome::LOGIN_FAILED),
-            Exchange::StoreFailed => self.say(outcome::SERVER_ERROR),
+            Exchange::Refused => {
+                self.say(outcome::LOGIN_FAILED);
+                Some(LoginOutcome::Failed)
+            }
+            Exchange::Throttled => {
+                self.say(outcome::LOGIN_FAILED);
+                Some(LoginOutcome::Throttled)
+            }
+            // Counted as a store error, not as a login.
+            Exchange::StoreFailed => {
+                self.say(outcome::SERVER_ERROR);
+                None
+            }
+        };
+        if let Some(outcome) = counted {
+            let took = started.elapsed();
+            self.svc.metrics.login(Mechanism::Scram, outcome, took);
         }
         Ok(())
     }
@@ -57,7 +78,7 @@ impl<T: Transport> Session<'_, T> {
         let name = self.current_user();
         Ok(match self.scram_exchange(Some(&name))? {
             Exchange::Accepted(_) => true,
-            Exchange::Refused => {
+            Exchange::Refused | Exchange::Throttled => {
                 self.say(outcome::LOGIN_FAILED);
                 false
             }
@@ -65,18 +86,6 @@ impl<T: Transport> Session<'_, T> {
                 self.say(outcome::SERVER_ERROR);
                 false
             }
-        })
-    }
-
-    /// The SCRAM row for a new password (PBKDF2 at the server's default count).
-    pub(super) fn new_scram_row(&self, verifier: &str, salt_hex: &str) -> Option<ScramRow> {
-        let salt = salt_bytes(salt_hex)?;
-        let c = ScramCredentials::derive(verifier, &salt, self.svc.scram_iterations);
-        let (stored_key, server_key) = c.encoded_keys();
-        Some(ScramRow {
-            iterations: i64::from(c.iterations),
-            stored_key,
-            server_key,
         })
     }
 
@@ -126,7 +135,8 @@ impl<T: Transport> Session<'_, T> {
                 self.peer,
                 log_limit::shorten(name.as_str())
             ));
-            return Ok(self.scram_refuse(ScramError::InvalidProof));
+            self.scram_refuse(ScramError::InvalidProof);
+            return Ok(Exchange::Throttled);
         };
         let auth_message =
             message::auth_message(first.bare, &server_first, client_final.without_proof);
@@ -154,6 +164,7 @@ impl<T: Transport> Session<'_, T> {
             Ok(lookup) => lookup,
             Err(e) => {
                 log::error!("{} SCRAM lookup failed: {e}", self.peer);
+                self.svc.metrics.store_error();
                 return None;
             }
         };

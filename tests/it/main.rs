@@ -15,6 +15,7 @@ mod client;
 mod faults;
 mod hostile;
 mod limits;
+mod ops;
 mod run_server_cli;
 mod scram;
 mod security;
