@@ -32,7 +32,7 @@ fn logged_in_all(app: &TestApp, names: &[&str]) -> Vec<TestClient> {
 
 /// `chat` from the logged-in menu: the welcome, `__chat__`, the member list.
 /// Returns the names listed.
-fn enter(c: &mut TestClient) -> Vec<String> {
+pub(crate) fn enter(c: &mut TestClient) -> Vec<String> {
     c.send("chat");
     assert_eq!(c.line(), WELCOME);
     assert_eq!(c.line(), "__chat__");

@@ -543,3 +543,41 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         .collect();
     assert!(run.code == 0 && ours.is_empty(), "{run:?}");
 }
+
+#[test]
+fn scram_logins_and_chat_members_are_counted() {
+    let (app, addr) = metrics_app(|_| {});
+    app.register("sam", PW);
+    no_sessions(&app);
+    let before = scrape(addr);
+    let mut sam = crate::scram::scram_logged_in(&app, "sam", PW);
+    let mut wrong = app.client();
+    wrong.expect_greeting();
+    let refused = crate::scram::scram_login(&mut wrong, "sam", "Wr0ngPassword");
+    assert_eq!(refused.server_final, "e=invalid-proof");
+    crate::chat::enter(&mut sam);
+    let during = scrape(addr);
+    let change = moved(&before, &during);
+    assert_eq!(
+        change.get("dccn_logins_total{mechanism=\"scram\",outcome=\"ok\"}"),
+        Some(&1.0),
+        "{change:?}"
+    );
+    assert_eq!(
+        change.get("dccn_logins_total{mechanism=\"scram\",outcome=\"failed\"}"),
+        Some(&1.0),
+        "{change:?}"
+    );
+    assert_eq!(change.get("dccn_login_seconds_count"), Some(&2.0));
+    assert_eq!(change.get("dccn_chat_members"), Some(&1.0), "{change:?}");
+    assert_eq!(
+        change.get("dccn_logins_total{mechanism=\"classic\",outcome=\"ok\"}"),
+        None
+    );
+    // Leaving the room, however, counts the member out.
+    drop(sam);
+    drop(wrong);
+    no_sessions(&app);
+    let after = scrape(addr);
+    assert_eq!(after["dccn_chat_members"], before["dccn_chat_members"]);
+}

@@ -22,13 +22,13 @@ fn failures(app: &TestApp) -> u64 {
 }
 
 /// What one exchange showed.
-struct Exchange {
+pub(crate) struct Exchange {
     /// The s= salt as 32 hex digits, and i=.
     salt_hex: String,
     iterations: u32,
     client_final: String,
     /// The `__scram_final__:` line's message.
-    server_final: String,
+    pub(crate) server_final: String,
     /// The lines after it, up to the next `__type__` (excluded).
     after: Vec<String>,
 }
@@ -78,7 +78,7 @@ fn exchange(c: &mut TestClient, name: &str, password: &str) -> Exchange {
 }
 
 /// From the main menu's `__type__`: `login_scram` and a whole exchange.
-fn scram_login(c: &mut TestClient, name: &str, password: &str) -> Exchange {
+pub(crate) fn scram_login(c: &mut TestClient, name: &str, password: &str) -> Exchange {
     c.send("login_scram");
     exchange(c, name, password)
 }
@@ -96,7 +96,7 @@ fn assert_refused(x: &Exchange, menu: &str) {
     assert_eq!(x.after, vec!["User or password incorrect", menu]);
 }
 
-fn scram_logged_in(app: &TestApp, name: &str, password: &str) -> TestClient {
+pub(crate) fn scram_logged_in(app: &TestApp, name: &str, password: &str) -> TestClient {
     let mut c = app.client();
     c.expect_greeting();
     assert_granted(&scram_login(&mut c, name, password));
