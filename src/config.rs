@@ -5,6 +5,7 @@
 //! through the code. `run_server` and `run_client` take these as the defaults of
 //! their flags; each flag can also be set by an environment variable.
 
+use crate::proxy_protocol::TrustedProxies;
 use crate::tls::TlsFiles;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +67,13 @@ pub const SESSION_STACK_BYTES: usize = 256 * 1024;
 /// waits before it exits (see `threads.rs`).
 pub const MAX_IDLE_THREADS: usize = 64;
 pub const IDLE_THREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// PROXY protocol: the longest v1 header line, CRLF included (the
+/// specification's own bound).
+pub const PROXY_V1_MAX_BYTES: usize = 107;
+/// PROXY protocol: the longest v2 payload (addresses and TLVs) accepted after
+/// the 16-byte prefix; the addresses take at most 216, a proxy's usual TLVs a
+/// few dozen more.
+pub const PROXY_V2_MAX_PAYLOAD: usize = 1024;
 /// Longest wait for the SQLite database when another process holds its lock.
 pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -131,6 +139,8 @@ pub struct ServerConfig {
     pub session_timeout: Duration,
     /// Serve TLS with these files instead of plain TCP.
     pub tls: Option<TlsFiles>,
+    /// Peers that must send a PROXY header (and alone may); empty: none.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +156,7 @@ impl Default for ServerConfig {
             login_grace: DEFAULT_LOGIN_GRACE,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             tls: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

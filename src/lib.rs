@@ -12,6 +12,8 @@
 //!
 //! - [`protocol`]: the protocol's words (control and outcome lines, menus, `Error:`
 //!   reasons), used by server, client and load generator alike.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) from `--trusted-proxy`
+//!   networks: the real client address behind a load balancer.
 //! - [`address`]: the source-address key of every per-address limit (IPv6 by /64).
 //! - [`config`]: defaults and limits, every one a named constant.
 //! - [`transport`]: the byte streams a session runs over, with read deadlines.
@@ -42,6 +44,7 @@ pub mod crypto;
 pub mod descriptors;
 pub mod log_limit;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use dccn_auth::config::{self, ServerConfig};
+use dccn_auth::proxy_protocol::{Cidr, TrustedProxies};
 use dccn_auth::server::Server;
 use dccn_auth::store::UserStore;
 use dccn_auth::tls::{self, TlsFiles};
@@ -78,6 +79,17 @@ struct Cli {
     /// SHA-256 fingerprint are printed (give the file to clients: run_client --tls --ca).
     #[arg(long, env = "DCCN_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// A load balancer's address or network (CIDR, e.g. 10.0.0.5 or 10.0.0.0/24)
+    /// whose connections must start with a PROXY protocol header (v1 or v2) giving
+    /// the client's real address; repeatable (the environment variable takes a
+    /// comma-separated list). Nobody else can set an address this way.
+    #[arg(
+        long = "trusted-proxy",
+        env = "DCCN_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxy: Vec<Cidr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -167,6 +179,7 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         login_grace: Duration::from_secs(cli.login_grace),
         max_sessions_per_address: cli.max_sessions_per_address,
         session_timeout: Duration::from_secs(cli.session_timeout),
+        trusted_proxies: TrustedProxies::new(cli.trusted_proxy.clone()),
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();

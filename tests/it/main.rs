@@ -14,6 +14,7 @@ mod client;
 mod faults;
 mod hostile;
 mod limits;
+mod proxy;
 mod run_server_cli;
 mod security;
 mod server;
