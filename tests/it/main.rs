@@ -14,6 +14,7 @@ mod client;
 mod faults;
 mod hostile;
 mod limits;
+mod pg_cluster;
 mod proxy;
 mod run_server_cli;
 mod security;
