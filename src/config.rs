@@ -74,6 +74,17 @@ pub const PROXY_V1_MAX_BYTES: usize = 107;
 /// the 16-byte prefix; the addresses take at most 216, a proxy's usual TLVs a
 /// few dozen more.
 pub const PROXY_V2_MAX_PAYLOAD: usize = 1024;
+/// PostgreSQL store: connections in the pool at most (each session thread
+/// takes one per query, so this bounds the database's load from one server).
+pub const PG_POOL_MAX_CONNECTIONS: u32 = 16;
+/// PostgreSQL store: connections kept open while idle.
+pub const PG_POOL_MIN_IDLE: u32 = 2;
+/// PostgreSQL store: longest wait for a new connection, and for a pooled one.
+pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL store: `lock_timeout` and `statement_timeout` of every
+/// connection (the spec's "at most 5 s", then `Server error, try again later`).
+pub const PG_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the SQLite database when another process holds its lock.
 pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -21,6 +21,8 @@
 //! - [`crypto`]: salts, nonces, verifiers, responses, fake salts, constant-time compare.
 //! - [`rules`]: the username and password rules.
 //! - [`store`]: the `USERS` table, durable registrations with group commit.
+//! - [`pg_store`]: the same store on PostgreSQL (a pool of the sync `postgres`
+//!   client), for several servers sharing one database; not wired in yet.
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
 //! - [`session`]: the dialogue of one client (wire protocol v1, `docs/PROTOCOL.md`).
@@ -43,6 +45,7 @@ pub mod config;
 pub mod crypto;
 pub mod descriptors;
 pub mod log_limit;
+pub mod pg_store;
 pub mod protocol;
 pub mod proxy_protocol;
 pub mod rules;

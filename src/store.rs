@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// A store operation failed (disk full, read-only file, lock not obtained ...).
 /// Sessions answer `Server error, try again later`; the message goes to the log.
 #[derive(Debug, Clone)]
-pub struct StoreError(String);
+pub struct StoreError(pub(crate) String);
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -15,6 +15,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod pg_cluster;
+mod pg_store;
 mod proxy;
 mod run_server_cli;
 mod security;
