@@ -188,3 +188,33 @@ fn the_throttle_counts_the_clients_behind_the_proxy() {
     other.login_ok("ann", PW);
     other.quit();
 }
+
+#[test]
+fn a_bad_trusted_proxy_is_a_usage_error_from_the_flag_and_the_environment() {
+    let bin = env!("CARGO_BIN_EXE_run_server");
+    let out = std::process::Command::new(bin)
+        .args(["--trusted-proxy", "10.0.0.0/33", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"10.0.0.0/33\" is not an address or network"),
+        "{err}"
+    );
+    // The environment variable is a comma-separated list; one bad item fails it.
+    let out = std::process::Command::new(bin)
+        .env("DCCN_TRUSTED_PROXY", "10.0.0.0/8,fd00::/8,nonsense")
+        .args(["--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"nonsense\""), "{err}");
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--trusted-proxy <CIDR>") && help.contains("DCCN_TRUSTED_PROXY"));
+}
