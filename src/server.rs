@@ -164,9 +164,6 @@ impl SessionSlot {
             let mut counts = self.sessions.per_address();
             let held = counts.entry(key).or_insert(0);
             if *held >= per_address {
-                if *held == 0 {
-                    counts.remove(&key);
-                }
                 return Err(Cap::Address);
             }
             *held += 1;
