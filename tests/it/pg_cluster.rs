@@ -32,6 +32,8 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 const STOP_LIMIT: Duration = Duration::from_secs(15);
 /// Tries with another free port when the one picked was taken meanwhile.
 const START_TRIES: usize = 3;
+/// Set (to anything), PostgreSQL counts as not installed.
+const HIDE_POSTGRES: &str = "DCCN_TEST_HIDE_POSTGRES";
 /// The cluster's superuser.
 const SUPERUSER: &str = "postgres";
 
@@ -49,6 +51,10 @@ pub struct PgCluster {
 
 /// The directory PostgreSQL's server binaries are in, if they are installed.
 pub fn binaries() -> Option<PathBuf> {
+    // Lets a test see how the others behave on a machine without PostgreSQL.
+    if std::env::var_os(HIDE_POSTGRES).is_some() {
+        return None;
+    }
     let has_all = |dir: &Path| ["initdb", "postgres"].iter().all(|b| dir.join(b).is_file());
     if let Some(path) = std::env::var_os("PATH") {
         if let Some(dir) = std::env::split_paths(&path).find(|d| has_all(d)) {
@@ -414,4 +420,38 @@ fn each_test_database_is_its_own_and_dropped_after() {
         .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .unwrap();
     assert!(left.is_empty(), "{name} dropped");
+}
+
+#[test]
+fn without_postgresql_the_tests_say_they_were_skipped_and_fail_under_ci() {
+    // This test binary again, running one PostgreSQL test as if PostgreSQL
+    // were not installed.
+    let run = |ci: bool| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["pg_store::register_find_change_delete", "--exact"])
+            .env(HIDE_POSTGRES, "1")
+            .env_remove("CI");
+        if ci {
+            c.env("CI", "true");
+        }
+        c.output().unwrap()
+    };
+    let skipped = run(false);
+    let stderr = String::from_utf8_lossy(&skipped.stderr);
+    assert!(skipped.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("PostgreSQL tests skipped").count(),
+        1,
+        "one line: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&skipped.stdout);
+    assert!(stdout.contains("1 passed"), "the test ran: {stdout}");
+    let under_ci = run(true);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&under_ci.stdout),
+        String::from_utf8_lossy(&under_ci.stderr)
+    );
+    assert!(!under_ci.status.success(), "{all}");
+    assert!(all.contains("CI=true but PostgreSQL"), "{all}");
 }
