@@ -313,35 +313,12 @@ pub fn read_header(sock: &TcpStream, deadline: Instant) -> Result<ProxyHeader, P
 fn read_header_inner(sock: &TcpStream, deadline: Instant) -> Result<ProxyHeader, ProxyError> {
     let mut reader = DeadlineReader { sock, deadline };
     let mut first = [0u8; 1];
-    reader.read_exact(&mut first)?;
+    reader.peek(&mut first)?;
     match first[0] {
-        b'P' => {
-            // v1: byte by byte up to CRLF, so nothing after it is consumed.
-            let mut line = vec![first[0]];
-            while !line.ends_with(b"\r\n") {
-                if line.len() >= PROXY_V1_MAX_BYTES {
-                    return Err(if line.starts_with(V1_PREFIX) {
-                        ProxyError::Malformed("longer than 107 bytes")
-                    } else {
-                        ProxyError::Absent
-                    });
-                }
-                if line.len() == V1_PREFIX.len() && !line.starts_with(V1_PREFIX) {
-                    return Err(ProxyError::Absent);
-                }
-                reader.read_exact(&mut first)?;
-                line.push(first[0]);
-                // A bare LF ends the line too: say so now, not at the timeout.
-                if first[0] == b'\n' && !line.ends_with(b"\r\n") {
-                    return Err(ProxyError::Malformed("not ended by CRLF"));
-                }
-            }
-            parse_v1(&line)
-        }
+        b'P' => parse_v1(&read_v1_line(&mut reader)?),
         b'\r' => {
             let mut header = vec![0u8; 16];
-            header[0] = first[0];
-            reader.read_exact(&mut header[1..])?;
+            reader.read_exact(&mut header)?;
             let prefix: [u8; 16] = header[..16].try_into().expect("16 bytes");
             let len = parse_v2_prefix(&prefix)?;
             header.resize(16 + len, 0);
@@ -352,6 +329,39 @@ fn read_header_inner(sock: &TcpStream, deadline: Instant) -> Result<ProxyHeader,
     }
 }
 
+/// The v1 line, up to and including its LF, and not a byte more (what
+/// follows is the session's). Peeks at what has arrived and consumes up to
+/// the LF, or all of it when there is no LF yet (it is all header then):
+/// usually one peek and one read, not a read per byte.
+fn read_v1_line(reader: &mut DeadlineReader<'_>) -> Result<Vec<u8>, ProxyError> {
+    let mut line = Vec::with_capacity(PROXY_V1_MAX_BYTES);
+    let mut buf = [0u8; PROXY_V1_MAX_BYTES];
+    loop {
+        let room = PROXY_V1_MAX_BYTES - line.len();
+        if room == 0 {
+            return Err(if line.starts_with(V1_PREFIX) {
+                ProxyError::Malformed("longer than 107 bytes")
+            } else {
+                ProxyError::Absent
+            });
+        }
+        let seen = reader.peek(&mut buf[..room])?;
+        let (take, done) = match buf[..seen].iter().position(|&b| b == b'\n') {
+            Some(lf) => (lf + 1, true),
+            None => (seen, false),
+        };
+        reader.read_exact(&mut buf[..take])?;
+        line.extend_from_slice(&buf[..take]);
+        let checked = line.len().min(V1_PREFIX.len());
+        if line[..checked] != V1_PREFIX[..checked] {
+            return Err(ProxyError::Absent);
+        }
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
 /// Reads from a socket, each read bounded by the time left to a deadline.
 struct DeadlineReader<'a> {
     sock: &'a TcpStream,
@@ -359,32 +369,56 @@ struct DeadlineReader<'a> {
 }
 
 impl DeadlineReader<'_> {
+    /// Arms the socket's receive timeout with the time left.
+    fn arm(&self) -> Result<(), ProxyError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ProxyError::TimedOut);
+        }
+        self.sock
+            .set_read_timeout(Some(left))
+            .map_err(|e| ProxyError::Io(e.to_string()))
+    }
+
+    /// At least one byte that has arrived, left unread; `Closed` at the end.
+    fn peek(&self, buf: &mut [u8]) -> Result<usize, ProxyError> {
+        loop {
+            self.arm()?;
+            match self.sock.peek(buf) {
+                Ok(0) => return Err(ProxyError::Closed),
+                Ok(n) => return Ok(n),
+                Err(e) => match classify(e) {
+                    Some(err) => return Err(err),
+                    None => continue,
+                },
+            }
+        }
+    }
+
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ProxyError> {
         let mut filled = 0;
         while filled < buf.len() {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ProxyError::TimedOut);
-            }
-            self.sock
-                .set_read_timeout(Some(left))
-                .map_err(|e| ProxyError::Io(e.to_string()))?;
+            self.arm()?;
             match (&mut &*self.sock).read(&mut buf[filled..]) {
                 Ok(0) => return Err(ProxyError::Closed),
                 Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(ProxyError::TimedOut)
+                Err(e) => {
+                    if let Some(err) = classify(e) {
+                        return Err(err);
+                    }
                 }
-                Err(e) => return Err(ProxyError::Io(e.to_string())),
             }
         }
         Ok(())
+    }
+}
+
+/// A failed read as the error to return, or `None` to try again (interrupted).
+fn classify(e: io::Error) -> Option<ProxyError> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Some(ProxyError::TimedOut),
+        _ => Some(ProxyError::Io(e.to_string())),
     }
 }
 

@@ -58,6 +58,19 @@ fn a_trusted_proxys_header_is_read_and_the_session_goes_on() {
     c.send_raw(&header);
     c.expect_greeting();
     assert_eq!(c.line(), "__quit__");
+    // v1 with the first reply in the same packet: the reply is not eaten.
+    let mut c = app.client_from(PROXY);
+    c.send_raw(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 7886\r\nquit\n");
+    c.expect_greeting();
+    assert_eq!(c.line(), "__quit__");
+    // v1 trickling in, a few bytes at a time.
+    let mut c = app.client_from(PROXY);
+    for piece in ["PRO", "XY TCP4 192.0", ".2.10 127.0.0.1 4000", "0 7886\r", "\n"] {
+        c.send_raw(piece.as_bytes());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    c.expect_greeting();
+    c.quit();
     // UNKNOWN (a proxy's own health check): served as the proxy itself.
     let mut c = app.client_from(PROXY);
     c.send_raw(b"PROXY UNKNOWN\r\n");
