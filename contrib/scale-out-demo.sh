@@ -154,6 +154,6 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    -h | --help | help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "usage: $0 start|status|stop (--help for more)" ;;
 esac
