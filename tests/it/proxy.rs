@@ -65,7 +65,13 @@ fn a_trusted_proxys_header_is_read_and_the_session_goes_on() {
     assert_eq!(c.line(), "__quit__");
     // v1 trickling in, a few bytes at a time.
     let mut c = app.client_from(PROXY);
-    for piece in ["PRO", "XY TCP4 192.0", ".2.10 127.0.0.1 4000", "0 7886\r", "\n"] {
+    for piece in [
+        "PRO",
+        "XY TCP4 192.0",
+        ".2.10 127.0.0.1 4000",
+        "0 7886\r",
+        "\n",
+    ] {
         c.send_raw(piece.as_bytes());
         std::thread::sleep(Duration::from_millis(30));
     }
