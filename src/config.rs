@@ -5,6 +5,7 @@
 //! through the code. `run_server` and `run_client` take these as the defaults of
 //! their flags; each flag can also be set by an environment variable.
 
+use crate::proxy_protocol::TrustedProxies;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,6 +91,24 @@ pub const METRICS_MAX_HEADERS: usize = 32;
 pub const LOGIN_SECONDS_BUCKETS: [f64; 10] =
     [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 
+/// PROXY protocol: the longest v1 header line, CRLF included (the
+/// specification's own bound).
+pub const PROXY_V1_MAX_BYTES: usize = 107;
+/// PROXY protocol: the longest v2 payload (addresses and TLVs) accepted after
+/// the 16-byte prefix; the addresses take at most 216, a proxy's usual TLVs a
+/// few dozen more.
+pub const PROXY_V2_MAX_PAYLOAD: usize = 1024;
+/// PostgreSQL store: connections in the pool at most (each session thread
+/// takes one per query, so this bounds the database's load from one server).
+pub const PG_POOL_MAX_CONNECTIONS: u32 = 16;
+/// PostgreSQL store: connections kept open while idle.
+pub const PG_POOL_MIN_IDLE: u32 = 2;
+/// PostgreSQL store: longest wait for a new connection, and for a pooled one.
+pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL store: `lock_timeout` and `statement_timeout` of every
+/// connection (the spec's "at most 5 s", then `Server error, try again later`).
+pub const PG_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the SQLite database when another process holds its lock.
 pub const STORE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -273,6 +292,8 @@ pub struct ServerConfig {
     pub max_registrations_per_address: usize,
     /// Serve `GET /metrics` on this address (off when `None`).
     pub metrics: Option<String>,
+    /// Peers that must send a PROXY header (and alone may); empty: none.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Who may create accounts.
@@ -307,6 +328,7 @@ impl Default for ServerConfig {
             registration: RegistrationMode::Open,
             max_registrations_per_address: DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS,
             metrics: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

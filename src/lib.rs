@@ -23,6 +23,8 @@
 //! The server:
 //! - [`server`]: the accept loop, the session caps, thread per client, shutdown.
 //! - [`threads`]: a thread per client, kept for the next client when it is done.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1, v2) from `--trusted-proxy`
+//!   networks: the real client address behind a load balancer.
 //! - [`new_account`]: the one way an account is made (online `register` and
 //!   the offline `add-user` alike): salt, verifier, durable row.
 //! - [`registration_quota`]: acknowledged registrations per address per 10 min.
@@ -36,7 +38,9 @@
 //! - [`chat`](mod@chat): the chat room: members, one global order, outbound
 //!   queues and their writer threads, the rate limit, the line formats.
 //! - [`store`]: the `USERS` and `SCRAM_SHA_256` tables, durable registrations
-//!   with group commit.
+//!   with group commit: the `Store` trait and its engines, SQLite (the embedded
+//!   default) and PostgreSQL (a pool of the sync `postgres` client, for several
+//!   servers on one database).
 //! - [`throttle`]: brute-force throttling per (name, address) and per address.
 //! - [`log_limit`]: bounded warning logs (names shortened, per-source rate limit).
 //! - [`tls`]: the server's TLS (rustls, ring): configs, self-signed setup,
@@ -64,6 +68,7 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod new_account;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod registration_quota;
 pub mod rules;
 pub mod scram;

@@ -25,9 +25,10 @@ use crate::descriptors::{self, is_out_of_descriptors, SpareDescriptor};
 use crate::metrics::{BusyCap, Metrics};
 use crate::metrics_http::MetricsEndpoint;
 use crate::protocol::error;
+use crate::proxy_protocol::{self, ProxyError, ProxyHeader, TrustedProxies};
 use crate::registration_quota::RegistrationQuota;
 use crate::session::{End, Services, Session};
-use crate::store::{self, StoreError, UserStore};
+use crate::store::{self, StoreError};
 use crate::threads::SessionThreads;
 use crate::tls::{self, TlsError};
 use crate::transport::{TcpTransport, Transport};
@@ -150,30 +151,44 @@ impl SessionSlot {
     /// Takes a slot unless `caps.global` are taken, or `caps.per_address` from
     /// this source address.
     fn claim(sessions: &Arc<Sessions>, caps: Caps, from: IpAddr) -> Result<SessionSlot, Cap> {
+        let mut slot = Self::claim_global(sessions, caps.global)?;
+        slot.claim_address(caps.per_address, from)?;
+        Ok(slot)
+    }
+
+    /// Takes a slot under the global cap only (a trusted proxy's connection,
+    /// whose client address is not known yet).
+    fn claim_global(sessions: &Arc<Sessions>, global: usize) -> Result<SessionSlot, Cap> {
         sessions
             .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < caps.global).then_some(n + 1)
+                (n < global).then_some(n + 1)
             })
             .map_err(|_| Cap::Global)?;
         sessions.metrics.session_started();
         // From here on the slot exists, so an early return releases it.
-        let mut slot = SessionSlot {
+        Ok(SessionSlot {
             id: sessions.next_id.fetch_add(1, Ordering::Relaxed),
             address: None,
             sessions: sessions.clone(),
-        };
-        if caps.per_address > 0 {
+        })
+    }
+
+    /// Counts this slot for `from` too, unless `per_address` (0: no cap) are
+    /// taken from there. Once per slot.
+    fn claim_address(&mut self, per_address: usize, from: IpAddr) -> Result<(), Cap> {
+        debug_assert!(self.address.is_none());
+        if per_address > 0 {
             let key = AddressKey::of(from);
-            let mut per_address = sessions.per_address();
-            let held = per_address.entry(key).or_insert(0);
-            if *held >= caps.per_address {
+            let mut counts = self.sessions.per_address();
+            let held = counts.entry(key).or_insert(0);
+            if *held >= per_address {
                 return Err(Cap::Address);
             }
             *held += 1;
-            slot.address = Some(key);
+            self.address = Some(key);
         }
-        Ok(slot)
+        Ok(())
     }
 
     fn register_socket(&self, sock: Arc<TcpStream>) {
@@ -209,6 +224,7 @@ pub struct Server {
     sessions: Arc<Sessions>,
     caps: Caps,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trusted_proxies: Arc<TrustedProxies>,
     threads: SessionThreads,
     /// `GET /metrics`, when `--metrics` asked for it; stops when the server is dropped.
     metrics_endpoint: Option<MetricsEndpoint>,
@@ -228,11 +244,15 @@ fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 impl Server {
     /// Opens the store and binds the listening socket.
     pub fn bind(config: &ServerConfig) -> Result<Server, ServerError> {
-        for warning in store::exposed_files(&config.db_path) {
-            log::warn!("{warning}");
+        let db = config.db_path.to_string_lossy();
+        if !store::is_postgres_url(&db) {
+            for warning in store::exposed_files(&config.db_path) {
+                log::warn!("{warning}");
+            }
         }
-        let store = UserStore::open(&config.db_path)?;
-        let mut services = Services::new(store, config.login_timeout, config.session_timeout);
+        let store = store::open(&db)?;
+        let mut services =
+            Services::with_store(store, config.login_timeout, config.session_timeout);
         services.scram_iterations = config.scram_iterations;
         services.classic_login = config.classic_login;
         Self::bind_with(config, services)
@@ -296,6 +316,7 @@ impl Server {
                 per_address: config.max_sessions_per_address,
             },
             tls,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             threads: SessionThreads::with_policy(config.idle_threads, config.idle_thread_timeout),
         })
     }
@@ -409,8 +430,19 @@ impl Server {
     /// Takes a slot and passes the socket to a session thread; all the accepting
     /// thread does per client, so it is back in `accept` within microseconds.
     /// Over a cap, the client hears `Error: server busy` at once.
+    ///
+    /// From a trusted proxy only the global slot is taken here: the client's
+    /// address comes with the PROXY header, read in the session thread, which
+    /// then claims the per-address slot (see [`crate::proxy_protocol`]).
     fn hand_off(&self, sock: TcpStream, peer: SocketAddr) -> Result<(), Cap> {
-        let slot = match SessionSlot::claim(&self.sessions, self.caps, peer.ip().to_canonical()) {
+        let ip = peer.ip().to_canonical();
+        let proxied = self.trusted_proxies.contains(ip);
+        let claimed = if proxied {
+            SessionSlot::claim_global(&self.sessions, self.caps.global)
+        } else {
+            SessionSlot::claim(&self.sessions, self.caps, ip)
+        };
+        let slot = match claimed {
             Ok(slot) => slot,
             Err(cap) => {
                 say_goodbye(sock, error::SERVER_BUSY_FRAME);
@@ -419,8 +451,9 @@ impl Server {
         };
         let services = self.services.clone();
         let tls = self.tls.clone();
+        let front = proxied.then_some(self.caps.per_address);
         self.threads.run(Box::new(move || {
-            serve_client(sock, slot, &services, tls.as_ref())
+            serve_client(sock, slot, &services, tls.as_ref(), front)
         }));
         Ok(())
     }
@@ -573,13 +606,16 @@ fn say_goodbye(mut sock: TcpStream, lines: &[u8]) {
     let _ = sock.write_all(lines);
 }
 
-/// The body of a session thread: socket setup, the TLS handshake if any, the
-/// session, and one log line for how it ended.
+/// The body of a session thread: socket setup, the PROXY header from a
+/// trusted proxy (`proxied`: `Some(per-address cap)`, claimed then for the
+/// client's address), the TLS handshake if any, the session, and one log line
+/// for how it ended.
 fn serve_client(
     sock: TcpStream,
-    slot: SessionSlot,
+    mut slot: SessionSlot,
     services: &Services,
     tls: Option<&Arc<rustls::ServerConfig>>,
+    proxied: Option<usize>,
 ) {
     let peer = match sock.peer_addr() {
         Ok(a) => a,
@@ -588,7 +624,6 @@ fn serve_client(
             return;
         }
     };
-    let ip: IpAddr = peer.ip().to_canonical();
     // Replies are one write per turn; Nagle would only delay them.
     let _ = sock.set_nodelay(true);
     // Writes are bounded per turn by the transport's write deadline (see
@@ -602,9 +637,33 @@ fn serve_client(
     if services.is_shutting_down() {
         let _ = sock.shutdown(Shutdown::Read);
     }
+    let started = Instant::now();
+    let peer = match proxied {
+        None => peer,
+        Some(per_address) => match client_behind_proxy(&sock, peer, services, started) {
+            Some(client) => {
+                if slot
+                    .claim_address(per_address, client.ip().to_canonical())
+                    .is_err()
+                {
+                    let mut writer = &*sock;
+                    let _ = writer.write_all(error::SERVER_BUSY_FRAME);
+                    let line = format!(
+                        "per-address session cap reached for {}: refused {client} (via {peer})",
+                        AddressKey::of(client.ip())
+                    );
+                    services.log_limit.warn(client.ip().to_canonical(), line);
+                    return;
+                }
+                log::debug!("{client} comes through the proxy {peer}");
+                client
+            }
+            None => return,
+        },
+    };
+    let ip: IpAddr = peer.ip().to_canonical();
     let mode = if tls.is_some() { "TLS" } else { "TCP" };
     log::debug!("{peer} connected ({mode})");
-    let started = Instant::now();
     let tcp = TcpTransport::shared(sock);
     let outcome = match tls {
         None => run_session(tcp, services, ip),
@@ -628,6 +687,31 @@ fn serve_client(
         Err(_) => log::error!("{peer} {mode} session panicked; other sessions go on"),
     }
     drop(slot);
+}
+
+/// The client's address from the PROXY header a trusted proxy (`proxy`) must
+/// send first, read by the login timeout; `None` (the reason logged, rate
+/// limited per proxy) when there is none or it is malformed: the connection is
+/// then closed without a word, since the peer is a proxy, not a client.
+fn client_behind_proxy(
+    sock: &TcpStream,
+    proxy: SocketAddr,
+    services: &Services,
+    started: Instant,
+) -> Option<SocketAddr> {
+    match proxy_protocol::read_header(sock, started + services.login_timeout) {
+        Ok(ProxyHeader::Client(client)) => Some(client),
+        Ok(ProxyHeader::Local) => Some(proxy),
+        Err(ProxyError::Closed) => {
+            log::debug!("{proxy} closed before its PROXY header");
+            None
+        }
+        Err(e) => {
+            let line = format!("{proxy} (trusted proxy) closed: {e}");
+            services.log_limit.warn(proxy.ip().to_canonical(), line);
+            None
+        }
+    }
 }
 
 /// Runs one session over any transport; a panic inside stays inside.

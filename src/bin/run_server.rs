@@ -6,12 +6,14 @@ use dccn_auth::config::{
     self, ChatLimits, RegistrationMode, ServerConfig, TlsFiles, MAX_LINE_BYTES,
 };
 use dccn_auth::new_account::{self, NewAccount, Storage};
+use dccn_auth::proxy_protocol::{Cidr, TrustedProxies};
 use dccn_auth::server::Server;
-use dccn_auth::store::{Registration, Store, UserStore};
+use dccn_auth::store::{self, Registration, Store};
 use dccn_auth::tls;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Seconds sessions get to finish after SIGINT/SIGTERM.
@@ -44,7 +46,8 @@ struct Cli {
     /// Port to listen on (0 picks a free port; the address is printed).
     #[arg(long, env = "DCCN_PORT", default_value_t = config::DEFAULT_PORT)]
     port: u16,
-    /// SQLite database file (created if missing).
+    /// The store: an SQLite database file (created if missing), or a PostgreSQL
+    /// URL (postgres://user:password@host:port/database) shared by several servers.
     #[arg(long, env = "DCCN_DB", default_value = config::DEFAULT_DB_PATH, global = true)]
     db: PathBuf,
     /// Listen backlog: connections waiting to be accepted.
@@ -141,6 +144,17 @@ struct Cli {
     /// 127.0.0.1:9186. Off unless given. Keep it off public interfaces.
     #[arg(long, env = "DCCN_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// A load balancer's address or network (CIDR, e.g. 10.0.0.5 or 10.0.0.0/24)
+    /// whose connections must start with a PROXY protocol header (v1 or v2) giving
+    /// the client's real address; repeatable (the environment variable takes a
+    /// comma-separated list). Nobody else can set an address this way.
+    #[arg(
+        long = "trusted-proxy",
+        env = "DCCN_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    trusted_proxy: Vec<Cidr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -302,6 +316,7 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         registration: cli.registration,
         max_registrations_per_address: cli.max_registrations_per_address,
         metrics: cli.metrics.clone(),
+        trusted_proxies: TrustedProxies::new(cli.trusted_proxy.clone()),
     };
     let server = Server::bind(&config).map_err(|e| e.to_string())?;
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
@@ -323,7 +338,7 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         } else {
             ""
         },
-        config.db_path.display(),
+        store::display_name(&config.db_path.to_string_lossy()),
         config.backlog,
         server.max_sessions(),
         match server.max_sessions() < config.max_sessions {
@@ -348,11 +363,14 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_store(db: &Path) -> Result<UserStore, String> {
-    if !db.exists() {
+/// The store `--db` names (a file path, or a `postgres://` URL); a missing
+/// SQLite file is an error here (the admin commands do not create one).
+fn open_store(db: &Path) -> Result<Arc<dyn Store>, String> {
+    let name = db.to_string_lossy();
+    if !store::is_postgres_url(&name) && !db.exists() {
         return Err(format!("no database at {}", db.display()));
     }
-    UserStore::open(db).map_err(|e| e.to_string())
+    store::open(&name).map_err(|e| e.to_string())
 }
 
 fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
@@ -394,7 +412,7 @@ fn list_users(db: &Path, show_hashes: bool) -> Result<ExitCode, String> {
 
 fn migrate_scram(db: &Path, iterations: u32, drop_classic: bool) -> Result<ExitCode, String> {
     let store = open_store(db)?;
-    let summary = dccn_auth::scram::migrate::migrate(&store, iterations, drop_classic)
+    let summary = dccn_auth::scram::migrate::migrate(store.as_ref(), iterations, drop_classic)
         .map_err(|e| e.to_string())?;
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
@@ -405,7 +423,10 @@ fn delete_user(db: &Path, name: &str) -> Result<ExitCode, String> {
         println!("deleted user {name:?}");
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(format!("no user named {name:?} in {}", db.display()))
+        Err(format!(
+            "no user named {name:?} in {}",
+            store::display_name(&db.to_string_lossy())
+        ))
     }
 }
 
@@ -485,21 +506,29 @@ fn add_user(
         Ok(account) => account,
         Err(why) => return usage_error(&why.to_string()),
     };
-    let existed = db.exists();
-    for warning in dccn_auth::store::exposed_files(db) {
-        eprintln!("run_server: warning: {warning}");
+    let db_name = db.to_string_lossy();
+    let postgres = store::is_postgres_url(&db_name);
+    let existed = postgres || db.exists();
+    if !postgres {
+        for warning in store::exposed_files(db) {
+            eprintln!("run_server: warning: {warning}");
+        }
     }
-    let store = UserStore::open(db).map_err(|e| e.to_string())?;
-    match new_account::create(&store, account, storage).map_err(|e| e.to_string())? {
+    let store = store::open(&db_name).map_err(|e| e.to_string())?;
+    match new_account::create(store.as_ref(), account, storage).map_err(|e| e.to_string())? {
         Registration::Registered => {
             let note = if existed { "" } else { " (new database)" };
-            println!("added user {:?} to {}{note}", name.as_str(), db.display());
+            println!(
+                "added user {:?} to {}{note}",
+                name.as_str(),
+                store::display_name(&db_name)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Registration::NameTaken => Err(format!(
             "a user named {:?} already exists in {}",
             name.as_str(),
-            db.display()
+            store::display_name(&db_name)
         )),
     }
 }

@@ -14,12 +14,45 @@
 //! the mechanisms do not know which engine holds them.
 //!
 //! Engines: [`sqlite`] ([`UserStore`], the embedded default: one file, one
-//! connection behind a mutex).
+//! connection behind a mutex) and [`postgres`] ([`PgUserStore`]: one database
+//! for several servers, behind a connection pool). [`open`] picks one from
+//! `--db`: a `postgres://` or `postgresql://` URL, else a file path.
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::{is_postgres_url, PgUserStore};
 pub use sqlite::{exposed_files, UserStore};
 use std::fmt;
+use std::sync::Arc;
+
+/// Opens the store `--db` names: PostgreSQL for a `postgres://` or
+/// `postgresql://` URL, else the SQLite file at that path (created if missing).
+pub fn open(db: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres_url(db) {
+        Ok(Arc::new(PgUserStore::open(db)?))
+    } else {
+        Ok(Arc::new(UserStore::open(std::path::Path::new(db))?))
+    }
+}
+
+/// How `db` is named in messages and logs: a URL without its password.
+pub fn display_name(db: &str) -> String {
+    if !is_postgres_url(db) {
+        return db.to_string();
+    }
+    // postgres://user:secret@host/db -> postgres://user:***@host/db
+    match (db.find("://"), db.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &db[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &db[..scheme_end + 3], &db[at..]),
+                None => db.to_string(),
+            }
+        }
+        _ => db.to_string(),
+    }
+}
 
 /// What a session, a migration or an admin command needs of a store. Every
 /// method is one short transaction; none is held across socket I/O.
@@ -229,4 +262,22 @@ pub enum Registration {
     Registered,
     /// The name exists (maybe a concurrent registration won the race).
     NameTaken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            display_name("postgres://dccn:s3cret@db.example:5432/auth"),
+            "postgres://dccn:***@db.example:5432/auth"
+        );
+        assert_eq!(
+            display_name("postgresql://dccn@h/d"),
+            "postgresql://dccn@h/d"
+        );
+        assert_eq!(display_name("users.db"), "users.db");
+    }
 }

@@ -200,3 +200,22 @@ fn shutdown_reaches_tls_clients() {
     assert_eq!(app.handle.shutdown(Duration::from_secs(2)), 0);
     assert_eq!(c.rest(), vec!["Error: server shutting down", "__quit__"]);
 }
+
+#[test]
+fn a_proxy_header_comes_before_the_tls_handshake() {
+    // As HAProxy's send-proxy in TCP mode: the header, then the client's bytes.
+    let (app, files) = spawn_tls_app(|c| {
+        c.trusted_proxies =
+            dccn_auth::proxy_protocol::TrustedProxies::new(vec!["127.0.0.1".parse().unwrap()]);
+    });
+    let mut tcp = TcpStream::connect(app.addr).unwrap();
+    tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    tcp.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 7886\r\n")
+        .unwrap();
+    let server_name = ServerName::try_from("localhost".to_string()).unwrap();
+    let conn = ClientConnection::new(client_config(&files.cert), server_name).unwrap();
+    let stream = StreamOwned::new(conn, tcp.try_clone().unwrap());
+    let mut c = TestClient::over(Box::new(stream), tcp);
+    c.expect_greeting();
+    c.quit();
+}
