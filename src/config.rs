@@ -91,13 +91,6 @@ pub const METRICS_MAX_HEADERS: usize = 32;
 pub const LOGIN_SECONDS_BUCKETS: [f64; 10] =
     [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 
-/// PROXY protocol: the longest v1 header line, CRLF included (the
-/// specification's own bound).
-pub const PROXY_V1_MAX_BYTES: usize = 107;
-/// PROXY protocol: the longest v2 payload (addresses and TLVs) accepted after
-/// the 16-byte prefix; the addresses take at most 216, a proxy's usual TLVs a
-/// few dozen more.
-pub const PROXY_V2_MAX_PAYLOAD: usize = 1024;
 /// PostgreSQL store: connections in the pool at most (each session thread
 /// takes one per query, so this bounds the database's load from one server).
 pub const PG_POOL_MAX_CONNECTIONS: u32 = 16;

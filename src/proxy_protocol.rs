@@ -26,12 +26,19 @@
 //! sends for its own health checks, keep the connection's own address, as the
 //! specification asks.
 
-use crate::config::{PROXY_V1_MAX_BYTES, PROXY_V2_MAX_PAYLOAD};
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::str::FromStr;
 use std::time::Instant;
+
+/// The longest v1 header line, CRLF included (the
+/// specification's own bound).
+pub const PROXY_V1_MAX_BYTES: usize = 107;
+/// The longest v2 payload (addresses and TLVs) accepted after
+/// the 16-byte prefix; the addresses take at most 216, a proxy's usual TLVs a
+/// few dozen more.
+pub const PROXY_V2_MAX_PAYLOAD: usize = 1024;
 
 /// An IP network: an address and a prefix length (`10.0.0.0/8`, `::1/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
