@@ -513,7 +513,6 @@ fn insert_all(db: &mut Connection, batch: &[Pending]) -> Result<Vec<Registration
 mod tests {
     use super::*;
     use crate::store::{ColumnFault, UnusableRow};
-    use std::sync::Arc;
 
     fn record(name: &str) -> UserRecord {
         UserRecord {
@@ -524,113 +523,12 @@ mod tests {
     }
 
     #[test]
-    fn register_find_change_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
-        assert_eq!(store.find("ann").unwrap(), None);
-        assert_eq!(
-            store.register(record("ann"), None).unwrap(),
-            Registration::Registered
-        );
-        assert_eq!(
-            store.register(record("ann"), None).unwrap(),
-            Registration::NameTaken
-        );
-        assert_eq!(store.find("ann").unwrap(), Some(record("ann")));
-        assert!(store.exists("ann").unwrap());
-        assert!(!store.exists("Ann").unwrap(), "names are case-sensitive");
-        assert!(store
-            .change_password("ann", Some("v2"), "s2", None)
-            .unwrap());
-        assert_eq!(
-            store.find("ann").unwrap().unwrap().verifier.as_deref(),
-            Some("v2")
-        );
-        assert!(store.delete("ann").unwrap());
-        assert!(!store.delete("ann").unwrap());
-        assert!(!store
-            .change_password("ann", Some("v3"), "s3", None)
-            .unwrap());
-    }
-
-    #[test]
     fn secret_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.db");
         let first = UserStore::open(&path).unwrap().secret().to_vec();
         assert_eq!(first.len(), 32);
         assert_eq!(UserStore::open(&path).unwrap().secret(), &first[..]);
-    }
-
-    #[test]
-    fn concurrent_registrations_each_get_their_own_result() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(UserStore::open(&dir.path().join("u.db")).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    (0..25)
-                        .map(|i| {
-                            // Every name is registered by two threads: one wins.
-                            let name = format!("u{}-{i}", t / 2);
-                            store.register(record(&name), None).unwrap()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let outcomes: Vec<Registration> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        let won = outcomes
-            .iter()
-            .filter(|o| **o == Registration::Registered)
-            .count();
-        assert_eq!(won, 4 * 25);
-        assert_eq!(outcomes.len() - won, 4 * 25);
-        assert_eq!(store.list().unwrap().len(), 100);
-    }
-
-    fn scram_row(tag: &str) -> ScramRow {
-        ScramRow {
-            iterations: 4096,
-            stored_key: format!("sk-{tag}"),
-            server_key: format!("vk-{tag}"),
-        }
-    }
-
-    #[test]
-    fn scram_rows_live_and_die_with_their_users_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
-        assert_eq!(store.find_scram("ann").unwrap(), None);
-        store.register(record("ann"), Some(scram_row("1"))).unwrap();
-        let found = store.find_scram("ann").unwrap().unwrap();
-        assert_eq!(found.salt, "s-ann");
-        assert_eq!(found.scram, Some(scram_row("1")));
-        // change_password rewrites both; NULL verifier is fine everywhere.
-        assert!(store
-            .change_password("ann", None, "s2", Some(&scram_row("2")))
-            .unwrap());
-        assert_eq!(store.find("ann").unwrap().unwrap().verifier, None);
-        assert_eq!(
-            store.list().unwrap()[0].classic,
-            Err(UnusableRow::Verifier(ColumnFault::Null))
-        );
-        assert_eq!(
-            store.find_scram("ann").unwrap().unwrap(),
-            ScramLookup {
-                salt: "s2".into(),
-                scram: Some(scram_row("2"))
-            }
-        );
-        assert!(store.delete("ann").unwrap());
-        assert_eq!(store.find_scram("ann").unwrap(), None);
-        // No orphan left behind: a new "ann" without SCRAM has none.
-        store.register(record("ann"), None).unwrap();
-        assert_eq!(store.find_scram("ann").unwrap().unwrap().scram, None);
     }
 
     #[test]
@@ -653,39 +551,6 @@ mod tests {
         assert_eq!(store.find_scram("x").unwrap().unwrap().scram, None);
         assert_eq!(store.find_scram("orphan").unwrap(), None);
         assert_eq!(store.list_with_scram().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn put_scram_rows_is_compare_and_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = UserStore::open(&dir.path().join("u.db")).unwrap();
-        store.register(record("ann"), None).unwrap();
-        store.register(record("bob"), None).unwrap();
-        let ann = store.find("ann").unwrap().unwrap();
-        let mut stale_bob = store.find("bob").unwrap().unwrap();
-        stale_bob.salt = "changed meanwhile".into();
-        let writes = vec![
-            (ann.clone(), scram_row("a")),
-            (stale_bob.clone(), scram_row("b")),
-        ];
-        let done = store.put_scram_rows(&writes, &writes).unwrap();
-        assert_eq!(
-            done,
-            ScramWrites {
-                written: 1,
-                dropped: 1
-            }
-        );
-        assert_eq!(store.find("ann").unwrap().unwrap().verifier, None);
-        assert!(store.find("bob").unwrap().unwrap().verifier.is_some());
-        assert_eq!(store.find_scram("bob").unwrap().unwrap().scram, None);
-        // A drop needs the SCRAM row it was decided on.
-        store.register(record("cy"), Some(scram_row("c"))).unwrap();
-        let cy = store.find("cy").unwrap().unwrap();
-        let done = store
-            .put_scram_rows(&[], &[(cy, scram_row("other"))])
-            .unwrap();
-        assert_eq!(done.dropped, 0);
     }
 
     #[cfg(unix)]

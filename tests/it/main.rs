@@ -24,5 +24,6 @@ mod scale_out;
 mod scram;
 mod security;
 mod server;
+mod store_suite;
 mod tls;
 mod tls_client;

@@ -1,14 +1,13 @@
 //! The PostgreSQL store (`src/store/postgres.rs`) against a throwaway cluster
-//! (`pg_cluster`): the behaviours of `src/store.rs`'s unit tests, plus a name
+//! (`pg_cluster`): what is particular to PostgreSQL (the behaviours every
+//! engine shares are in `store_suite.rs`, run on both), plus a name
 //! race from 8 threads, the secret shared by two store instances, and the
 //! 5 s bound on a locked table. Skipped (said once) without PostgreSQL.
 
 use crate::pg_cluster::{test_db, TestDb};
 use dccn_auth::crypto;
 use dccn_auth::store::postgres::{is_postgres_url, PgUserStore};
-use dccn_auth::store::{
-    ClassicVerifier, ColumnFault, Registration, ScramRow, Store, UnusableRow, UserRecord,
-};
+use dccn_auth::store::{ColumnFault, Registration, Store, UnusableRow, UserRecord};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,55 +24,6 @@ fn record(name: &str) -> UserRecord {
 
 fn open(db: &TestDb) -> PgUserStore {
     PgUserStore::open(&db.url()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-#[test]
-fn register_find_change_delete() {
-    let Some(db) = test_db() else { return };
-    let store = open(&db);
-    assert_eq!(store.find_classic("ann").unwrap(), None);
-    assert_eq!(
-        store.register(record("ann"), None).unwrap(),
-        Registration::Registered
-    );
-    assert_eq!(
-        store.register(record("ann"), None).unwrap(),
-        Registration::NameTaken
-    );
-    let ann = record("ann");
-    let classic = ClassicVerifier {
-        verifier: ann.verifier.clone().unwrap(),
-        salt: ann.salt.clone(),
-    };
-    assert_eq!(
-        store.find_classic("ann").unwrap().unwrap().classic,
-        Ok(classic)
-    );
-    assert!(store.exists("ann").unwrap());
-    assert!(!store.exists("Ann").unwrap(), "names are case-sensitive");
-    let v2 = "f".repeat(64);
-    assert!(store
-        .change_password("ann", Some(&v2), &ann.salt, None)
-        .unwrap());
-    assert_eq!(
-        store
-            .find_classic("ann")
-            .unwrap()
-            .unwrap()
-            .classic
-            .unwrap()
-            .verifier,
-        v2
-    );
-    assert!(store.delete("ann").unwrap());
-    assert!(!store.delete("ann").unwrap());
-    assert!(!store
-        .change_password("ann", Some("v3"), "s3", None)
-        .unwrap());
-    // A NUL byte cannot be stored by PostgreSQL: such a name is simply absent.
-    assert_eq!(store.find_classic("a\0b").unwrap(), None);
-    assert!(!store.exists("a\0b").unwrap());
-    assert!(!store.delete("a\0b").unwrap());
 }
 
 #[test]
@@ -117,37 +67,6 @@ fn the_secret_is_made_once_and_shared_by_two_stores() {
         stores[1].register(record("cy"), None).unwrap(),
         Registration::NameTaken
     );
-}
-
-#[test]
-fn concurrent_registrations_each_get_their_own_result() {
-    let Some(db) = test_db() else { return };
-    let store = Arc::new(open(&db));
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let store = store.clone();
-            thread::spawn(move || {
-                (0..25)
-                    .map(|i| {
-                        // Every name is registered by two threads: one wins.
-                        let name = format!("u{}-{i}", t / 2);
-                        store.register(record(&name), None).unwrap()
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let outcomes: Vec<Registration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    let won = outcomes
-        .iter()
-        .filter(|o| **o == Registration::Registered)
-        .count();
-    assert_eq!(won, 4 * 25);
-    assert_eq!(outcomes.len() - won, 4 * 25);
-    assert_eq!(store.list().unwrap().len(), 100);
 }
 
 #[test]
@@ -305,49 +224,4 @@ fn bad_urls_and_unreachable_servers_are_errors_not_panics() {
         .to_string();
     assert!(err.contains("PostgreSQL"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
-}
-
-#[test]
-fn scram_rows_live_and_die_with_their_users_row_and_migrate_by_compare_and_set() {
-    let Some(db) = test_db() else { return };
-    let store = open(&db);
-    let row = |tag: &str| ScramRow {
-        iterations: 4096,
-        stored_key: format!("stored-{tag}"),
-        server_key: format!("server-{tag}"),
-    };
-    assert_eq!(store.find_scram("ann").unwrap(), None);
-    store.register(record("ann"), Some(row("1"))).unwrap();
-    assert_eq!(
-        store.find_scram("ann").unwrap().unwrap().scram,
-        Some(row("1"))
-    );
-    // change_password rewrites both in one transaction; a NULL verifier is fine.
-    assert!(store
-        .change_password("ann", None, SALT, Some(&row("2")))
-        .unwrap());
-    assert_eq!(store.find("ann").unwrap().unwrap().verifier, None);
-    assert_eq!(
-        store.find_scram("ann").unwrap().unwrap().scram,
-        Some(row("2"))
-    );
-    assert_eq!(
-        store.find_classic("ann").unwrap().unwrap().classic,
-        Err(UnusableRow::Verifier(ColumnFault::Null))
-    );
-    // delete removes the SCRAM row with the user.
-    assert!(store.delete("ann").unwrap());
-    store.register(record("ann"), None).unwrap();
-    assert_eq!(store.find_scram("ann").unwrap().unwrap().scram, None);
-    // The migration's compare-and-set: a stale USERS row is not written.
-    store.register(record("bob"), None).unwrap();
-    let ann = store.find("ann").unwrap().unwrap();
-    let mut stale_bob = store.find("bob").unwrap().unwrap();
-    stale_bob.salt = "changed meanwhile".into();
-    let writes = vec![(ann, row("a")), (stale_bob, row("b"))];
-    let done = store.put_scram_rows(&writes, &writes).unwrap();
-    assert_eq!((done.written, done.dropped), (1, 1));
-    assert_eq!(store.find("ann").unwrap().unwrap().verifier, None);
-    assert!(store.find("bob").unwrap().unwrap().verifier.is_some());
-    assert_eq!(store.list_with_scram().unwrap().len(), 2);
 }
