@@ -11,7 +11,9 @@
 //! `USERS` row (register, change_password) and removed with it (delete). The
 //! store only keeps and returns rows: what they mean is the mechanisms' business.
 //!
-//! All sessions share one [`rusqlite::Connection`] behind a [`Mutex`]; the lock is
+//! All sessions share one [`rusqlite::Connection`] for writes behind a [`Mutex`]
+//! (and a second one for the lookups of a login, so they never wait behind a
+//! registration's disk sync); each lock is
 //! held for one statement or one transaction, never across socket I/O or hashing.
 //! A second table, `SERVER_SECRET`, keeps the key of the fake salts, so they stay
 //! the same across restarts; a database written by the original Python server
@@ -112,7 +114,13 @@ struct CommitQueue {
 
 /// The users table behind one shared connection.
 pub struct UserStore {
+    /// Every write, and the admin reads.
     db: Mutex<Connection>,
+    /// The lookups of a login (`find_classic`, `find_scram`, `exists`): a second
+    /// connection, so a login never waits behind a registration holding `db`
+    /// through its commit and disk sync (WAL lets readers run beside the writer,
+    /// and they see every commit that returned before they started).
+    reader: Mutex<Connection>,
     queue: Mutex<CommitQueue>,
     secret: Vec<u8>,
 }
@@ -197,8 +205,18 @@ impl UserStore {
                  secret BLOB NOT NULL);",
         )?;
         let secret = Self::load_or_make_secret(&conn)?;
+        let reader = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        reader.busy_timeout(STORE_BUSY_TIMEOUT)?;
+        // Reads only, whatever a bug may try.
+        reader.pragma_update(None, "query_only", true)?;
+        reader.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         Ok(UserStore {
             db: Mutex::new(conn),
+            reader: Mutex::new(reader),
             queue: Mutex::new(CommitQueue::default()),
             secret,
         })
@@ -250,7 +268,7 @@ impl Store for UserStore {
     /// The user named exactly `login` as the classic challenge sees it: its
     /// row checked by [`ClassicVerifier::parse`].
     fn find_classic(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
-        let db = lock(&self.db);
+        let db = lock(&self.reader);
         let mut stmt = db.prepare_cached("SELECT password, salt FROM USERS WHERE login = ?1")?;
         let row = stmt
             .query_row(params![login], |r| stored_user(login.to_string(), r, 0))
@@ -261,7 +279,7 @@ impl Store for UserStore {
     /// The SCRAM lookup, one query: the user's salt joined with its SCRAM row.
     /// `None`: no such user (an orphan SCRAM row is ignored).
     fn find_scram(&self, login: &str) -> Result<Option<ScramLookup>, StoreError> {
-        let db = lock(&self.db);
+        let db = lock(&self.reader);
         let mut stmt = db.prepare_cached(
             "SELECT u.salt, s.iterations, s.stored_key, s.server_key
              FROM USERS u LEFT JOIN SCRAM_SHA_256 s ON s.login = u.login
@@ -279,7 +297,7 @@ impl Store for UserStore {
     }
 
     fn exists(&self, login: &str) -> Result<bool, StoreError> {
-        let db = lock(&self.db);
+        let db = lock(&self.reader);
         let mut stmt = db.prepare_cached("SELECT 1 FROM USERS WHERE login = ?1")?;
         Ok(stmt.exists(params![login])?)
     }
