@@ -1,5 +1,6 @@
-//! File descriptors: the one resource that caps a thread-per-client server
-//! before memory does.
+//! File descriptors and memory maps: the resources that cap a thread-per-client
+//! server before memory does (one descriptor per session; four memory maps
+//! per session thread, under the kernel's `vm.max_map_count`).
 //!
 //! Each session holds one descriptor (its socket). At start the server raises
 //! its soft open-files limit to the hard one and lowers its session cap to what
@@ -62,6 +63,34 @@ pub fn fit_sessions(wanted: usize, open_files: Option<u64>) -> usize {
     }
 }
 
+/// Memory maps each session thread holds: its stack and guard page, its
+/// signal stack and guard page (measured: 62,131 maps at 15,517 threads).
+pub const MAPS_PER_SESSION_THREAD: u64 = 4;
+/// Memory maps kept for everything else (libraries, heap, the other threads).
+pub const RESERVED_MAPS: u64 = 2_000;
+
+/// The kernel's cap on one process's memory maps (`vm.max_map_count`), which
+/// caps its threads before descriptors do on a default Linux (65,530 maps:
+/// about 16,000 threads); `None` where it cannot be read.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The session cap whose threads fit under `max_maps` memory maps.
+pub fn fit_threads(wanted: usize, max_maps: Option<u64>) -> usize {
+    match max_maps {
+        Some(maps) => {
+            let room = (maps.saturating_sub(RESERVED_MAPS) / MAPS_PER_SESSION_THREAD).max(1);
+            wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+        }
+        None => wanted,
+    }
+}
+
 /// A descriptor held in reserve, released to accept one connection when the
 /// process has run out (EMFILE), so that connection hears why it is refused.
 pub struct SpareDescriptor(Option<File>);
@@ -103,6 +132,14 @@ mod tests {
         assert_eq!(fit_sessions(30_000, Some(20_000)), 20_000 - 64);
         assert_eq!(fit_sessions(30_000, None), 30_000);
         assert_eq!(fit_sessions(10, Some(10)), 1);
+    }
+
+    #[test]
+    fn the_cap_fits_under_the_memory_maps() {
+        assert_eq!(fit_threads(1024, Some(65_530)), 1024);
+        assert_eq!(fit_threads(30_000, Some(65_530)), (65_530 - 2_000) / 4);
+        assert_eq!(fit_threads(30_000, None), 30_000);
+        assert!(max_map_count().is_some_and(|m| m > 0), "readable on Linux");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::proxy_protocol::{self, ProxyError, ProxyHeader, TrustedProxies};
 use crate::registration_quota::RegistrationQuota;
 use crate::session::{End, Services, Session};
 use crate::store::{self, StoreError};
-use crate::threads::SessionThreads;
+use crate::threads::{Job, SessionThreads};
 use crate::tls::{self, TlsError};
 use crate::transport::{TcpTransport, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -285,14 +285,26 @@ impl Server {
         };
         let listener = listen(addr, config.backlog).map_err(|e| ServerError::Bind(wanted, e))?;
         let open_files = descriptors::raise_open_files_limit();
-        let global = descriptors::fit_sessions(config.max_sessions, open_files);
-        if global < config.max_sessions {
+        let by_files = descriptors::fit_sessions(config.max_sessions, open_files);
+        if by_files < config.max_sessions {
             log::warn!(
-                "session cap lowered from {} to {global}: the open-files limit is {} \
+                "session cap lowered from {} to {by_files}: the open-files limit is {} \
                  (one per session, {} kept for the server); raise it (ulimit -n, LimitNOFILE)",
                 config.max_sessions,
                 open_files.unwrap_or_default(),
                 descriptors::RESERVED_DESCRIPTORS
+            );
+        }
+        let max_maps = descriptors::max_map_count();
+        let global = descriptors::fit_threads(by_files, max_maps);
+        if global < by_files {
+            log::warn!(
+                "session cap lowered from {by_files} to {global}: vm.max_map_count is {} \
+                 ({} memory maps per session thread, {} kept for the server); raise it \
+                 (sysctl vm.max_map_count)",
+                max_maps.unwrap_or_default(),
+                descriptors::MAPS_PER_SESSION_THREAD,
+                descriptors::RESERVED_MAPS
             );
         }
         let metrics_endpoint = match &config.metrics {
@@ -365,7 +377,10 @@ impl Server {
     }
 
     fn accept_until_shutdown(&self) {
-        log::debug!("accept loop: {}", prioritise_accept_thread());
+        // Called outside the log macro: a macro skips its arguments when its
+        // level is off, and the priority must be set at every log level.
+        let priority = prioritise_accept_thread();
+        log::debug!("accept loop: {priority}");
         let mut spare = SpareDescriptor::new();
         let mut warnings = AcceptWarnings::default();
         loop {
@@ -452,8 +467,12 @@ impl Server {
         let services = self.services.clone();
         let tls = self.tls.clone();
         let front = proxied.then_some(self.caps.per_address);
-        self.threads.run(Box::new(move || {
-            serve_client(sock, slot, &services, tls.as_ref(), front)
+        self.threads.run(Box::new(ClientJob {
+            sock,
+            slot,
+            services,
+            tls,
+            front,
         }));
         Ok(())
     }
@@ -491,6 +510,35 @@ impl Server {
 
     pub fn services(&self) -> &Arc<Services> {
         &self.services
+    }
+}
+
+/// One client's session, handed to a session thread.
+struct ClientJob {
+    sock: TcpStream,
+    slot: SessionSlot,
+    services: Arc<Services>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    front: Option<usize>,
+}
+
+impl Job for ClientJob {
+    fn run(self: Box<Self>) {
+        let ClientJob {
+            sock,
+            slot,
+            services,
+            tls,
+            front,
+        } = *self;
+        serve_client(sock, slot, &services, tls.as_ref(), front)
+    }
+
+    /// No thread for it: the client hears `Error: server busy`, as for a cap,
+    /// rather than a silent close (the slot is freed as the job drops).
+    fn refuse(self: Box<Self>) {
+        self.services.metrics.busy(BusyCap::Global);
+        say_goodbye(self.sock, error::SERVER_BUSY_FRAME);
     }
 }
 

@@ -21,13 +21,22 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-/// One client's whole session.
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
+/// One client's whole session, and what to tell the client when no thread can
+/// be had for it (threads, like descriptors, run out: `vm.max_map_count`,
+/// `RLIMIT_NPROC`, memory).
+pub trait Job: Send + 'static {
+    fn run(self: Box<Self>);
+    /// No thread could be started for this job. The default does nothing (the
+    /// job, and the client's socket in it, is dropped).
+    fn refuse(self: Box<Self>) {}
+}
+
+type BoxedJob = Box<dyn Job>;
 
 /// A thread waiting for its next client.
 struct IdleThread {
     id: u64,
-    next_job: Sender<Job>,
+    next_job: Sender<BoxedJob>,
 }
 
 struct Shared {
@@ -49,7 +58,7 @@ impl Shared {
 /// Runs each job on a thread of its own: a waiting one, or a new one.
 pub struct SessionThreads {
     shared: Arc<Shared>,
-    spawner: Sender<Job>,
+    spawner: Sender<BoxedJob>,
 }
 
 impl Default for SessionThreads {
@@ -75,7 +84,7 @@ impl SessionThreads {
             max_idle,
             idle_timeout,
         });
-        let (spawner, new_jobs) = mpsc::channel::<Job>();
+        let (spawner, new_jobs) = mpsc::channel::<BoxedJob>();
         let for_spawner = shared.clone();
         thread::Builder::new()
             .name("spawner".into())
@@ -89,7 +98,7 @@ impl SessionThreads {
     }
 
     /// Runs `job` on its own thread. Never blocks and never makes a thread.
-    pub fn run(&self, job: Job) {
+    pub fn run(&self, job: BoxedJob) {
         let waiting = self.shared.idle().pop();
         let job = match waiting {
             Some(thread) => match thread.next_job.send(job) {
@@ -118,30 +127,44 @@ impl Drop for SessionThreads {
     }
 }
 
-fn start_thread(shared: &Arc<Shared>, first: Job) {
+fn start_thread(shared: &Arc<Shared>, first: BoxedJob) {
     let shared = shared.clone();
+    // Shared with the new thread, so that if it cannot start the job comes
+    // back here (spawn drops its closure on failure) and can refuse its client.
+    let handed = Arc::new(Mutex::new(Some(first)));
+    let for_thread = handed.clone();
     let started = thread::Builder::new()
         // Unnamed, it would show in ps/top under its parent's name, "spawner".
         .name("session".into())
         .stack_size(SESSION_STACK_BYTES)
-        .spawn(move || serve_clients(&shared, first));
+        .spawn(move || {
+            let first = for_thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(job) = first {
+                serve_clients(&shared, job);
+            }
+        });
     if let Err(e) = started {
-        // The job (and the client's socket in it) is dropped: the client is
-        // disconnected and its session slot freed.
         log::error!("cannot start a session thread: {e}");
+        let job = handed.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(job) = job {
+            job.refuse();
+        }
     }
 }
 
 /// A session thread's life: its first client, then whoever comes next while it
 /// waits, until it has waited [`IDLE_THREAD_TIMEOUT`] for nobody.
-fn serve_clients(shared: &Shared, first: Job) {
+fn serve_clients(shared: &Shared, first: BoxedJob) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let mut job = first;
     loop {
-        job();
+        job.run();
         // A channel per wait, whose only sender is in the idle list: when the
         // list is cleared (SessionThreads dropped), the wait ends at once.
-        let (next_job, jobs): (Sender<Job>, Receiver<Job>) = mpsc::channel();
+        let (next_job, jobs): (Sender<BoxedJob>, Receiver<BoxedJob>) = mpsc::channel();
         {
             let mut idle = shared.idle();
             if idle.len() >= shared.max_idle {
@@ -177,6 +200,19 @@ fn serve_clients(shared: &Shared, first: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A closure as a job.
+    struct FnJob<F>(F);
+
+    impl<F: FnOnce() + Send + 'static> Job for FnJob<F> {
+        fn run(self: Box<Self>) {
+            (self.0)()
+        }
+    }
+
+    fn job(f: impl FnOnce() + Send + 'static) -> BoxedJob {
+        Box::new(FnJob(f))
+    }
     use std::sync::mpsc::channel;
     use std::time::Instant;
 
@@ -187,7 +223,7 @@ mod tests {
         for round in 0..3 {
             for i in 0..4 {
                 let done = done.clone();
-                threads.run(Box::new(move || {
+                threads.run(job(move || {
                     done.send((round, i, thread::current().id())).unwrap();
                 }));
             }
@@ -216,7 +252,7 @@ mod tests {
         for _ in 0..3 {
             let done = done.clone();
             let probe = probe.clone();
-            threads.run(Box::new(move || {
+            threads.run(job(move || {
                 // Kept by the thread's stack frame until the job returns; the
                 // thread's own state (Shared) is what must go.
                 drop(probe);
@@ -251,7 +287,7 @@ mod tests {
         let barrier = Arc::new(std::sync::Barrier::new(5));
         for _ in 0..4 {
             let barrier = barrier.clone();
-            threads.run(Box::new(move || {
+            threads.run(job(move || {
                 barrier.wait();
             }));
         }

@@ -343,7 +343,7 @@ fn serve(cli: &Cli) -> Result<ExitCode, String> {
         server.max_sessions(),
         match server.max_sessions() < config.max_sessions {
             true => format!(
-                ", lowered from {} to fit the open-files limit",
+                ", lowered from {} to fit the open-files limit and memory maps",
                 config.max_sessions
             ),
             false => String::new(),

@@ -128,3 +128,39 @@ fn the_grace_stops_at_login_and_starts_again_at_logout() {
         "{rest:?}"
     );
 }
+
+/// The accept threads get real-time priority where the process may have it
+/// (root here and in CI), at the default log level: the call once sat inside
+/// a `log::debug!` and ran only when debug logging was on.
+#[test]
+fn the_accept_threads_run_at_real_time_priority_where_permitted() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: SCHED_FIFO is not permitted here, nothing to check");
+        return;
+    }
+    let app = spawn_app();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let accept_threads = loop {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim().starts_with("accept") {
+                let tid: libc::pid_t = task.file_name().to_string_lossy().parse().unwrap();
+                // SAFETY: a plain system call on a thread id of this process.
+                policies.push(unsafe { libc::sched_getscheduler(tid) });
+            }
+        }
+        let all_fifo = !policies.is_empty() && policies.iter().all(|p| *p == libc::SCHED_FIFO);
+        if all_fifo || Instant::now() > deadline {
+            break policies;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(accept_threads.len() >= 2, "{accept_threads:?}");
+    assert!(
+        accept_threads.iter().all(|p| *p == libc::SCHED_FIFO),
+        "policies {accept_threads:?}"
+    );
+    drop(app);
+}

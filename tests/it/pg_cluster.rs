@@ -428,9 +428,12 @@ fn without_postgresql_the_tests_say_they_were_skipped_and_fail_under_ci() {
     // were not installed.
     let run = |ci: bool| {
         let mut c = Command::new(std::env::current_exe().unwrap());
-        c.args(["store_suite::register_find_change_delete::postgres", "--exact"])
-            .env(HIDE_POSTGRES, "1")
-            .env_remove("CI");
+        c.args([
+            "store_suite::register_find_change_delete::postgres",
+            "--exact",
+        ])
+        .env(HIDE_POSTGRES, "1")
+        .env_remove("CI");
         if ci {
             c.env("CI", "true");
         }
