@@ -25,8 +25,13 @@
 #   SKIP_BUILD=1    use the release binaries already built
 #   FIFO=1          scram, flood: accept threads put to SCHED_FIFO 1 with chrt first
 #
+# Needs: nstat (iproute2), chrt and prlimit (util-linux), python3; the backlog
+# section and FIFO=1 need the right to set SCHED_FIFO (root or CAP_SYS_NICE);
+# fds/fds2 need `ulimit -n` above HOLD + 100 (the run_bench process holds them).
+#
 # Every loop is bounded (a fixed count of runs; waits poll a fixed number of
-# times); every server started here is stopped by its PID on exit.
+# times); every server and background client started here is stopped by its
+# PID on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,9 +94,21 @@ start() {
     # The bench user u0x0 (password Passw0rd1).
     "$BENCH" --addr "127.0.0.1:$port" --mode register --conns 1 --secs 0.01 --prefix u --json >/dev/null
 }
+# forget PID: drop a reaped process from the cleanup list, so that the trap never
+# signals a PID the system may have given to someone else since.
+forget() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
 stop() { # pid
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+    forget "$1"
+}
+reap() { # pid: wait for a background client, then forget it
+    wait "$1" || true
+    forget "$1"
 }
 
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
@@ -204,6 +221,7 @@ fds() {
     "$BENCH" --addr "127.0.0.1:$port" --json --mode idle --hold "$HOLD" --conns 8 --secs 10 \
         >"$OUT/fds.idle.json" 2>"$OUT/fds.idle.err" &
     b1=$!
+    PIDS+=("$b1")
     for ((i = 0; i < 180; i++)); do # up to 90 s until the sessions are held
         r=$(threads "$SPID")
         ((r >= HOLD)) && break
@@ -215,7 +233,7 @@ fds() {
     maps=$(wc -l <"/proc/$SPID/maps")
     echo "  held, logins running: server threads $(threads "$SPID"), named session $(session_threads "$SPID")," \
         "fds $(ls "/proc/$SPID/fd" | wc -l), memory maps $maps, VmRSS $rss0 -> $rss kB"
-    wait "$b1" || true
+    reap "$b1"
     LAST=$(cat "$OUT/fds.idle.json")
     printf '%s\t%s\n' "fds login8 with $HOLD idle" "$LAST" >>"$OUT/results.tsv"
     echo "  login8 with $HOLD idle: rate $(field "$LAST" rate_per_s)/s p50 $(field "$LAST" p50_ms)" \
@@ -241,6 +259,7 @@ fds() {
     "$BENCH" --addr "127.0.0.1:$port" --json --mode idle --hold "$cap" --conns 1 --secs 6 --user nobody \
         >"$OUT/cap.idle.json" 2>"$OUT/cap.idle.err" || true &
     b1=$!
+    PIDS+=("$b1")
     for ((i = 0; i < 60; i++)); do
         r=$(threads "$SPID")
         ((r >= cap)) && break
@@ -248,7 +267,7 @@ fds() {
     done
     echo "  $(threads "$SPID") threads, $(ls "/proc/$SPID/fd" | wc -l) fds; one more client hears:" \
         "$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port; head -n 3 <&3" 2>&1 | tr '\n' '|')"
-    wait "$b1" || true
+    reap "$b1"
     grep -i 'busy\|cap' "$OUT/cap.log" | sed 's/^\[[^]]*\] //' | sort | uniq -c | head -3 || true
     stop "$SPID"
 }
@@ -267,6 +286,7 @@ fds2() {
     python3 "$ROOT/bench/hold_idle.py" --addr "127.0.0.1:$port" --source 127.0.0.2 --hold "$HOLD" \
         --secs 25 >"$OUT/fds2.hold.json" 2>&1 &
     h=$!
+    PIDS+=("$h")
     for ((i = 0; i < 240; i++)); do # up to 120 s until they are held
         grep -q '"event"' "$OUT/fds2.hold.json" && break
         kill -0 "$h" 2>/dev/null || break
@@ -278,7 +298,7 @@ fds2() {
         "$(((rss - rss0) * 1024 / HOLD)) bytes per idle session"
     bench "fds2 login8 with $HOLD idle" "$port" --mode login --conns 8 --secs 10
     echo "  RSS at the end of the logins: $(rss_kb "$SPID") kB"
-    wait "$h" || true
+    reap "$h"
     echo "  hold_idle.py: $(tail -1 "$OUT/fds2.hold.json")"
     bench "fds2 login8 without (after)" "$port" --mode login --conns 8 --secs 10
     stop "$SPID"
@@ -322,13 +342,14 @@ flood() {
                 --secs "$(awk "BEGIN {print $SECS + 1}")" --prefix "f${rep}${target}x" \
                 >"$OUT/flood$rep$target.json" 2>>"$OUT/bench.err" &
             reg=$!
+            PIDS+=("$reg")
             sleep 0.5
             if [[ $target == same ]]; then
                 bench "login8 during flood" "$port" --mode login --conns 8 --secs "$SECS"
             else
                 bench "login8 other server, flood" "$other" --mode login --conns 8 --secs "$SECS"
             fi
-            wait "$reg" || true
+            reap "$reg"
             echo "    the flood: $(field "$(cat "$OUT/flood$rep$target.json")" rate_per_s) registrations/s," \
                 "p99 $(field "$(cat "$OUT/flood$rep$target.json")" p99_ms) ms"
         done
