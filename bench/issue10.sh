@@ -87,7 +87,10 @@ start() {
     local name=$1 port=$2
     shift 2
     rm -f "$OUT/$name.db" "$OUT/$name.db-wal" "$OUT/$name.db-shm"
-    "$SERVER" --port "$port" --db "$OUT/$name.db" "$@" >"$OUT/$name.out" 2>"$OUT/$name.log" &
+    # The registration quota (100 per address per 10 min) would stop the
+    # registration floods from 127.0.0.1: it has its own tests.
+    "$SERVER" --port "$port" --db "$OUT/$name.db" --max-registrations-per-address 0 "$@" \
+        >"$OUT/$name.out" 2>"$OUT/$name.log" &
     SPID=$!
     PIDS+=("$SPID")
     wait_port "$port"
