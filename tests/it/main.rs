@@ -18,6 +18,7 @@ mod limits;
 mod ops;
 mod pg_cluster;
 mod pg_store;
+mod pg_throttle;
 mod proxy;
 mod run_server_cli;
 mod scale_out;
