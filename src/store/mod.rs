@@ -18,6 +18,7 @@
 //! for several servers, behind a connection pool). [`open`] picks one from
 //! `--db`: a `postgres://` or `postgresql://` URL, else a file path.
 
+pub mod copy;
 pub mod pg_throttle;
 pub mod postgres;
 pub mod sqlite;

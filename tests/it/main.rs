@@ -8,6 +8,7 @@
 
 mod child;
 mod common;
+mod copy_db;
 
 mod bench;
 mod chat;
