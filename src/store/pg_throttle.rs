@@ -24,6 +24,11 @@
 //!   [`PG_THROTTLE_PENDING_STALE`] are ignored, so such a source is not locked
 //!   out for good.
 //! - The name is passed as BYTEA (a name with a NUL byte is still counted).
+//! - As in memory, a pair with no failure within [`ADDR_FAILURE_SPAN`] and no
+//!   open window starts afresh, and a pair reset by a success with nothing
+//!   pending is deleted. Other expired rows are not yet deleted: the tables
+//!   grow with the (name, address) pairs that failed (to do: a periodic
+//!   `DELETE` of expired rows).
 
 use crate::address::AddressKey;
 use crate::config::{
@@ -57,6 +62,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS THROTTLE_PAIR (
     pending              INTEGER NOT NULL DEFAULT 0,
     pending_since        TIMESTAMPTZ,
     blocked_until        TIMESTAMPTZ,
+    last_failure         TIMESTAMPTZ,
     PRIMARY KEY (login, addr));
 
 -- base * 2^(failures - free), capped.
@@ -79,20 +85,28 @@ DECLARE
     p_pending INTEGER;
     recent INTEGER;
 BEGIN
-    INSERT INTO THROTTLE_ADDR (addr) VALUES (p_addr) ON CONFLICT DO NOTHING;
-    SELECT * INTO a FROM THROTTLE_ADDR WHERE addr = p_addr FOR UPDATE;
-    INSERT INTO THROTTLE_PAIR (login, addr) VALUES (p_login, p_addr) ON CONFLICT DO NOTHING;
-    SELECT * INTO p FROM THROTTLE_PAIR WHERE login = p_login AND addr = p_addr FOR UPDATE;
+    -- An upsert locks the row and returns it in one step, even if another
+    -- server deletes or inserts it meanwhile.
+    INSERT INTO THROTTLE_ADDR AS x (addr) VALUES (p_addr)
+        ON CONFLICT (addr) DO UPDATE SET addr = x.addr RETURNING * INTO a;
+    INSERT INTO THROTTLE_PAIR AS x (login, addr) VALUES (p_login, p_addr)
+        ON CONFLICT (login, addr) DO UPDATE SET login = x.login RETURNING * INTO p;
     a_pending := CASE WHEN a.pending_since < t - stale THEN 0 ELSE a.pending END;
     p_pending := CASE WHEN p.pending_since < t - stale THEN 0 ELSE p.pending END;
     SELECT count(*) INTO recent FROM unnest(a.failures) f WHERE f >= t - span;
+    -- As the in-memory throttle forgets a pair with no failure within the span
+    -- and no open window.
+    IF p.last_failure < t - span AND coalesce(p.blocked_until <= t, true) THEN
+        p.consecutive_failures := 0;
+    END IF;
     IF coalesce(a.blocked_until > t, false) OR coalesce(p.blocked_until > t, false)
        OR (p_pending > 0 AND p.consecutive_failures + p_pending >= pair_free)
        OR (a_pending > 0 AND recent + a_pending >= addr_free) THEN
         RETURN false;
     END IF;
     UPDATE THROTTLE_ADDR SET pending = a_pending + 1, pending_since = t WHERE addr = p_addr;
-    UPDATE THROTTLE_PAIR SET pending = p_pending + 1, pending_since = t
+    UPDATE THROTTLE_PAIR SET pending = p_pending + 1, pending_since = t,
+        consecutive_failures = p.consecutive_failures
         WHERE login = p_login AND addr = p_addr;
     RETURN true;
 END
@@ -118,9 +132,16 @@ BEGIN
             THEN t + dccn_throttle_window(n, addr_free, base_ms, max_ms)
             ELSE blocked_until END
         WHERE addr = p_addr;
-    INSERT INTO THROTTLE_PAIR (login, addr) VALUES (p_login, p_addr) ON CONFLICT DO NOTHING;
+    -- Locks the row even if it exists (a success elsewhere cannot delete it
+    -- between this and the update).
+    INSERT INTO THROTTLE_PAIR AS x (login, addr) VALUES (p_login, p_addr)
+        ON CONFLICT (login, addr) DO UPDATE SET login = x.login;
+    -- A pair forgotten (no failure within the span, no open window) starts at 0.
+    UPDATE THROTTLE_PAIR SET consecutive_failures = 0
+        WHERE login = p_login AND addr = p_addr AND last_failure < t - span
+          AND coalesce(blocked_until <= t, true);
     UPDATE THROTTLE_PAIR SET consecutive_failures = consecutive_failures + 1,
-        pending = greatest(pending - 1, 0),
+        pending = greatest(pending - 1, 0), last_failure = t,
         blocked_until = CASE WHEN consecutive_failures + 1 >= pair_free
             THEN t + dccn_throttle_window(consecutive_failures + 1, pair_free, base_ms, max_ms)
             ELSE blocked_until END
@@ -139,6 +160,10 @@ BEGIN
         consecutive_failures = CASE WHEN succeeded THEN 0 ELSE consecutive_failures END,
         blocked_until = CASE WHEN succeeded THEN NULL ELSE blocked_until END
         WHERE login = p_login AND addr = p_addr;
+    -- A pair reset with nothing pending is kept no longer (as in memory).
+    IF succeeded THEN
+        DELETE FROM THROTTLE_PAIR WHERE login = p_login AND addr = p_addr AND pending = 0;
+    END IF;
 END
 $f$;
 "#;

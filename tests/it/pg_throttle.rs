@@ -142,3 +142,39 @@ fn racing_stores_on_one_database_check_exactly_as_many_tries_as_allowed() {
         .count();
     assert_eq!(allowed, 2, "3 failures + 2 pending = 5: exactly 2 checked");
 }
+
+#[test]
+fn a_pair_with_no_failure_for_ten_minutes_starts_afresh() {
+    let Some(db) = test_db() else { return };
+    let t = throttle(&db);
+    for _ in 0..4 {
+        fail(&*t, "ann", addr(1));
+    }
+    // As if the 4 failures were 11 minutes old (the database's clock decides).
+    db.connect()
+        .execute(
+            "UPDATE THROTTLE_PAIR SET last_failure = last_failure - interval '11 minutes'",
+            &[],
+        )
+        .unwrap();
+    for _ in 0..4 {
+        fail(&*t, "ann", addr(1));
+    }
+    assert!(t.begin("ann", addr(1)).unwrap(), "4 recent failures, not 8");
+    t.failed("ann", addr(1)).unwrap();
+    assert!(
+        !t.begin("ann", addr(1)).unwrap(),
+        "the 5th recent one closes it"
+    );
+}
+
+#[test]
+fn a_database_failure_is_an_error_not_a_panic() {
+    let Some(db) = test_db() else { return };
+    let t = throttle(&db);
+    db.connect()
+        .batch_execute("DROP TABLE THROTTLE_PAIR CASCADE")
+        .unwrap();
+    assert!(t.begin("ann", addr(1)).is_err());
+    assert!(t.failed("ann", addr(1)).is_err());
+}

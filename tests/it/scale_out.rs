@@ -146,3 +146,17 @@ fn the_per_address_counter_adds_failures_on_both_servers() {
     client_from(b, SOURCE).login_refused("una", PW);
     client_from(b, [127, 0, 14, 5]).login_ok("una", PW);
 }
+
+#[test]
+fn a_throttle_the_database_cannot_answer_refuses_the_try() {
+    let Some(db) = test_db() else { return };
+    let [(_a, a), _] = two_servers(&db.url());
+    client(a).register("val", PW);
+    db.connect()
+        .batch_execute("DROP TABLE THROTTLE_PAIR CASCADE")
+        .unwrap();
+    // Fails closed: even the right password is refused, and the server lives on.
+    let mut c = client(a);
+    c.login_refused("val", PW);
+    c.quit();
+}
