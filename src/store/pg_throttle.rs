@@ -26,9 +26,9 @@
 //! - The name is passed as BYTEA (a name with a NUL byte is still counted).
 //! - As in memory, a pair with no failure within [`ADDR_FAILURE_SPAN`] and no
 //!   open window starts afresh, and a pair reset by a success with nothing
-//!   pending is deleted. Other expired rows are not yet deleted: the tables
-//!   grow with the (name, address) pairs that failed (to do: a periodic
-//!   `DELETE` of expired rows).
+//!   pending is deleted. Each checked failure also deletes up to
+//!   [`PRUNE_PER_FAILURE`] expired rows (oldest failure first, by index), so
+//!   the tables hold about the failures of the last span, not all time's.
 
 use crate::address::AddressKey;
 use crate::config::{
@@ -47,6 +47,10 @@ type Manager = PostgresConnectionManager<NoTls>;
 /// Failures per address remembered at most (past 20 + 9 the window is at its cap).
 const ADDR_FAILURES_KEPT: i32 = 32;
 
+/// Expired rows deleted at most per checked failure (two per failure keep
+/// the tables bounded; more catch up after a burst).
+const PRUNE_PER_FAILURE: i32 = 16;
+
 /// The tables and functions; run under the store's schema lock.
 pub(crate) const SCHEMA: &str = r#"
 CREATE UNLOGGED TABLE IF NOT EXISTS THROTTLE_ADDR (
@@ -54,7 +58,9 @@ CREATE UNLOGGED TABLE IF NOT EXISTS THROTTLE_ADDR (
     failures      TIMESTAMPTZ[] NOT NULL DEFAULT '{}',
     pending       INTEGER NOT NULL DEFAULT 0,
     pending_since TIMESTAMPTZ,
-    blocked_until TIMESTAMPTZ);
+    blocked_until TIMESTAMPTZ,
+    last_failure  TIMESTAMPTZ);
+CREATE INDEX IF NOT EXISTS THROTTLE_ADDR_LAST_FAILURE ON THROTTLE_ADDR (last_failure);
 CREATE UNLOGGED TABLE IF NOT EXISTS THROTTLE_PAIR (
     login                BYTEA NOT NULL,
     addr                 TEXT NOT NULL,
@@ -64,6 +70,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS THROTTLE_PAIR (
     blocked_until        TIMESTAMPTZ,
     last_failure         TIMESTAMPTZ,
     PRIMARY KEY (login, addr));
+CREATE INDEX IF NOT EXISTS THROTTLE_PAIR_LAST_FAILURE ON THROTTLE_PAIR (last_failure);
 
 -- base * 2^(failures - free), capped.
 CREATE OR REPLACE FUNCTION dccn_throttle_window(n INTEGER, free INTEGER,
@@ -114,7 +121,8 @@ $f$;
 
 CREATE OR REPLACE FUNCTION dccn_throttle_failed(p_login BYTEA, p_addr TEXT,
         pair_free INTEGER, addr_free INTEGER, span INTERVAL, kept INTEGER,
-        base_ms DOUBLE PRECISION, max_ms DOUBLE PRECISION) RETURNS VOID
+        base_ms DOUBLE PRECISION, max_ms DOUBLE PRECISION, stale INTERVAL,
+        prune INTEGER) RETURNS VOID
 LANGUAGE plpgsql AS $f$
 DECLARE
     t  TIMESTAMPTZ := clock_timestamp();
@@ -126,7 +134,7 @@ BEGIN
                                 ORDER BY f DESC LIMIT kept - 1) newest ORDER BY f) || t
         INTO kept_failures FROM THROTTLE_ADDR WHERE addr = p_addr FOR UPDATE;
     n := cardinality(kept_failures);
-    UPDATE THROTTLE_ADDR SET failures = kept_failures,
+    UPDATE THROTTLE_ADDR SET failures = kept_failures, last_failure = t,
         pending = greatest(pending - 1, 0),
         blocked_until = CASE WHEN n >= addr_free
             THEN t + dccn_throttle_window(n, addr_free, base_ms, max_ms)
@@ -146,6 +154,17 @@ BEGIN
             THEN t + dccn_throttle_window(consecutive_failures + 1, pair_free, base_ms, max_ms)
             ELSE blocked_until END
         WHERE login = p_login AND addr = p_addr;
+    -- Rows expired (no failure within the span, so no open window either;
+    -- nothing pending) are deleted a few at a time, oldest first, by index:
+    -- the tables stay bounded by the failures of the last span.
+    DELETE FROM THROTTLE_PAIR WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM THROTTLE_PAIR WHERE last_failure < t - span
+            AND (pending = 0 OR pending_since < t - stale)
+        ORDER BY last_failure LIMIT prune FOR UPDATE SKIP LOCKED));
+    DELETE FROM THROTTLE_ADDR WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM THROTTLE_ADDR WHERE last_failure < t - span
+            AND (pending = 0 OR pending_since < t - stale)
+        ORDER BY last_failure LIMIT prune FOR UPDATE SKIP LOCKED));
 END
 $f$;
 
@@ -160,10 +179,11 @@ BEGIN
         consecutive_failures = CASE WHEN succeeded THEN 0 ELSE consecutive_failures END,
         blocked_until = CASE WHEN succeeded THEN NULL ELSE blocked_until END
         WHERE login = p_login AND addr = p_addr;
-    -- A pair reset with nothing pending is kept no longer (as in memory).
-    IF succeeded THEN
-        DELETE FROM THROTTLE_PAIR WHERE login = p_login AND addr = p_addr AND pending = 0;
-    END IF;
+    -- A pair reset with nothing pending is kept no longer (as in memory), nor
+    -- rows that never saw a failure once nothing is pending.
+    DELETE FROM THROTTLE_PAIR WHERE login = p_login AND addr = p_addr AND pending = 0
+        AND (succeeded OR last_failure IS NULL);
+    DELETE FROM THROTTLE_ADDR WHERE addr = p_addr AND pending = 0 AND last_failure IS NULL;
 END
 $f$;
 "#;
@@ -248,7 +268,8 @@ impl SharedThrottle for PgThrottle {
         let addr_free = ADDR_FREE_FAILURES as i32;
         self.conn()?
             .query_typed(
-                "SELECT dccn_throttle_failed($1, $2, $3, $4, $5::interval, $6, $7, $8)",
+                "SELECT dccn_throttle_failed($1, $2, $3, $4, $5::interval, $6, $7, $8,
+                                             $9::interval, $10)",
                 &[
                     (&user.as_bytes(), Type::BYTEA),
                     (&addr, Type::TEXT),
@@ -258,6 +279,8 @@ impl SharedThrottle for PgThrottle {
                     (&ADDR_FAILURES_KEPT, Type::INT4),
                     (&millis(THROTTLE_BASE_WINDOW), Type::FLOAT8),
                     (&millis(THROTTLE_MAX_WINDOW), Type::FLOAT8),
+                    (&interval(PG_THROTTLE_PENDING_STALE), Type::TEXT),
+                    (&PRUNE_PER_FAILURE, Type::INT4),
                 ],
             )
             .map_err(db_error)?;

@@ -178,3 +178,47 @@ fn a_database_failure_is_an_error_not_a_panic() {
     assert!(t.begin("ann", addr(1)).is_err());
     assert!(t.failed("ann", addr(1)).is_err());
 }
+
+#[test]
+fn expired_rows_are_deleted_and_rows_without_failures_are_not_kept() {
+    let Some(db) = test_db() else { return };
+    let t = throttle(&db);
+    let mut c = db.connect();
+    let count = |c: &mut postgres::Client, table: &str| -> i64 {
+        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    // A success leaves no row behind; neither does an abandoned try.
+    assert!(t.begin("ann", addr(1)).unwrap());
+    t.succeeded("ann", addr(1)).unwrap();
+    assert!(t.begin("bob", addr(2)).unwrap());
+    t.abandoned("bob", addr(2)).unwrap();
+    assert_eq!(count(&mut c, "THROTTLE_PAIR"), 0);
+    assert_eq!(
+        count(&mut c, "THROTTLE_ADDR"),
+        0,
+        "no address row without a failure"
+    );
+    // Three failed pairs, then aged past the span: the next failure deletes them.
+    for n in 0..3 {
+        fail(&*t, &format!("old{n}"), addr(3));
+    }
+    c.batch_execute(
+        "UPDATE THROTTLE_PAIR SET last_failure = last_failure - interval '11 minutes';
+         UPDATE THROTTLE_ADDR SET last_failure = last_failure - interval '11 minutes'",
+    )
+    .unwrap();
+    fail(&*t, "new", addr(4));
+    assert_eq!(count(&mut c, "THROTTLE_PAIR"), 1, "only the new pair");
+    let addrs: Vec<String> = c
+        .query(
+            "SELECT addr FROM THROTTLE_ADDR WHERE last_failure IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(addrs, vec!["10.0.0.4".to_string()]);
+}
