@@ -129,7 +129,10 @@ DECLARE
     kept_failures TIMESTAMPTZ[];
     n  INTEGER;
 BEGIN
-    INSERT INTO THROTTLE_ADDR (addr) VALUES (p_addr) ON CONFLICT DO NOTHING;
+    -- Upserts lock the row even where it exists, so no delete elsewhere can
+    -- slip in before the update below.
+    INSERT INTO THROTTLE_ADDR AS x (addr) VALUES (p_addr)
+        ON CONFLICT (addr) DO UPDATE SET addr = x.addr;
     SELECT array(SELECT f FROM (SELECT f FROM unnest(failures) f WHERE f >= t - span
                                 ORDER BY f DESC LIMIT kept - 1) newest ORDER BY f) || t
         INTO kept_failures FROM THROTTLE_ADDR WHERE addr = p_addr FOR UPDATE;
