@@ -130,6 +130,10 @@ pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Throttling: keys kept in memory at most (expired keys go first, then the
 /// oldest with no open window; a key with an open window is never dropped).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
+/// Shared throttling (PostgreSQL): a try still pending after this long is
+/// taken as abandoned (its server died before settling it), so it stops
+/// counting as a failure to come. A try settles within the store timeout.
+pub const PG_THROTTLE_PENDING_STALE: Duration = Duration::from_secs(60);
 
 /// Logs: characters of a name (escaped) one log line shows at most.
 pub const LOG_NAME_MAX_CHARS: usize = 48;

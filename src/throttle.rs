@@ -26,6 +26,10 @@
 //! kept key forgotten (its try is refused unchecked, failing closed).
 //! Usernames are kept as keyed 64-bit hashes, so long names cost no more than
 //! short ones.
+//!
+//! With PostgreSQL the counters live in the database instead, shared by every
+//! server ([`SharedThrottle`], implemented by
+//! [`PgThrottle`](crate::store::pg_throttle::PgThrottle)); the policy is the same.
 
 use crate::address::AddressKey;
 use crate::config::{
@@ -400,6 +404,22 @@ impl Drop for CheckedTry<'_> {
 enum Key {
     Pair(PairKey),
     Addr(AddressKey),
+}
+
+/// A throttle whose counters several servers share (PostgreSQL): the same
+/// policy as [`Throttle`], the decision and the pending count one atomic step.
+/// An error means the database did not answer: the caller refuses the try
+/// (fails closed).
+pub trait SharedThrottle: Send + Sync {
+    /// May a try for `user` from `addr` be checked? If so it is counted as
+    /// pending; settle it with exactly one of the three calls below.
+    fn begin(&self, user: &str, addr: AddressKey) -> Result<bool, crate::store::StoreError>;
+    /// The checked try failed.
+    fn failed(&self, user: &str, addr: AddressKey) -> Result<(), crate::store::StoreError>;
+    /// The checked try succeeded: the pair starts afresh.
+    fn succeeded(&self, user: &str, addr: AddressKey) -> Result<(), crate::store::StoreError>;
+    /// The try was never checked after all: it only stops being pending.
+    fn abandoned(&self, user: &str, addr: AddressKey) -> Result<(), crate::store::StoreError>;
 }
 
 #[cfg(test)]

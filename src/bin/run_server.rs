@@ -36,6 +36,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
                                             give every user SCRAM credentials, drop classic verifiers\n  \
         run_server --classic-login off      serve SCRAM logins only (after migrate-scram --drop-classic)\n  \
         run_server add-user alice           add a user (offline; asks the password twice)\n  \
+        run_server copy-db --from users.db --to postgres://dccn@localhost/dccn\n                                      \
+        move the SQLite users (and SCRAM rows) to PostgreSQL\n  \
         run_server --registration closed --metrics 127.0.0.1:9186\n                                      \
         accounts only by add-user; counters at http://127.0.0.1:9186/metrics"
 )]
@@ -197,6 +199,24 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Copy every user (USERS row as it is, with its SCRAM row) from an SQLite
+    /// file to a PostgreSQL database, so nobody re-registers. Idempotent: users
+    /// already there with the same credentials are left as they are; a name
+    /// there with other credentials is reported and left alone. --db is not used.
+    /// Exit status: 0 every user is in the target as in the source, 1 a conflict
+    /// or an error (said on stderr), 2 usage error.
+    #[command(
+        after_help = "Example:\n  run_server copy-db --from /var/lib/dccn-auth/users.db \\\n      \
+        --to postgres://dccn:secret@db.example/dccn"
+    )]
+    CopyDb {
+        /// The SQLite database file to copy from (must exist).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL database to copy to (postgres://user:password@host:port/database).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -250,6 +270,7 @@ fn main() -> ExitCode {
                 classic: cli.classic_login,
             },
         ),
+        Some(Command::CopyDb { from, to }) => copy_db(from, to),
     };
     match result {
         Ok(code) => code,
@@ -428,6 +449,54 @@ fn delete_user(db: &Path, name: &str) -> Result<ExitCode, String> {
             store::display_name(&db.to_string_lossy())
         ))
     }
+}
+
+fn copy_db(from: &Path, to: &str) -> Result<ExitCode, String> {
+    let shown = store::display_name(to);
+    if !store::is_postgres_url(to) {
+        eprintln!(
+            "run_server copy-db: --to must be a postgres:// or postgresql:// URL, got {shown:?}"
+        );
+        return Ok(ExitCode::from(USAGE_ERROR));
+    }
+    if store::is_postgres_url(&from.to_string_lossy()) {
+        eprintln!("run_server copy-db: --from must be an SQLite file, not a URL");
+        return Ok(ExitCode::from(USAGE_ERROR));
+    }
+    if !from.is_file() {
+        return Err(format!("no SQLite database at {}", from.display()));
+    }
+    let source = store::UserStore::open(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let target = store::PgUserStore::open(to).map_err(|e| format!("{shown}: {e}"))?;
+    let report = store::copy::copy_users(&source, &target).map_err(|e| e.to_string())?;
+    for name in &report.copied {
+        println!("copied {}", name.escape_debug());
+    }
+    for name in &report.conflicts {
+        eprintln!(
+            "run_server copy-db: {} is in {shown} with other credentials: left alone",
+            name.escape_debug()
+        );
+    }
+    for (name, why) in &report.failed {
+        eprintln!(
+            "run_server copy-db: {} not copied: {why}",
+            name.escape_debug()
+        );
+    }
+    println!(
+        "{} copied, {} already there, {} conflicts, {} failed ({} -> {shown})",
+        report.copied.len(),
+        report.present.len(),
+        report.conflicts.len(),
+        report.failed.len(),
+        from.display()
+    );
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A positive, finite number of lines per second.

@@ -81,7 +81,7 @@ impl<T: Transport> Session<'_, T> {
         // many connections holding open challenges would all be checked. The
         // decision counts the try as pending at once (one lock), so answers
         // arriving together get no more checks than answers one by one.
-        let Some(attempt) = self.svc.throttle.begin(name, self.peer, Instant::now()) else {
+        let Some(attempt) = self.begin_try(name) else {
             self.warn(format!(
                 "{} throttled: try for user={} refused unchecked",
                 self.peer,

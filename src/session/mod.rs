@@ -15,6 +15,7 @@
 //! left, a framing rule was broken, or the server is shutting down.
 
 mod account;
+mod attempt;
 mod chat;
 mod classic;
 mod scram;
@@ -33,7 +34,7 @@ use crate::protocol::{command, control, error, outcome, LS_LISTING, MAIN_MENU, U
 use crate::registration_quota::RegistrationQuota;
 use crate::rules::Username;
 use crate::store::{Store, StoreError};
-use crate::throttle::Throttle;
+use crate::throttle::{SharedThrottle, Throttle};
 use crate::transport::Transport;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +46,11 @@ use std::time::{Duration, Instant};
 pub struct Services {
     /// The store, whatever its engine.
     pub store: Arc<dyn Store>,
+    /// The in-memory throttle (SQLite); unused when `shared_throttle` is set.
     pub throttle: Throttle,
+    /// The throttle every server on the store shares (PostgreSQL), from
+    /// [`Store::shared_throttle`]; when set, it decides instead of `throttle`.
+    pub shared_throttle: Option<Arc<dyn SharedThrottle>>,
     /// Rate limit of the warnings a peer can cause.
     pub log_limit: LogLimit,
     pub fakes: FakeCredentials,
@@ -93,9 +98,11 @@ impl Services {
         session_timeout: Duration,
     ) -> Self {
         let fakes = FakeCredentials::new(store.secret());
+        let shared_throttle = store.shared_throttle();
         Services {
             store,
             throttle: Throttle::new(),
+            shared_throttle,
             log_limit: LogLimit::new(),
             fakes,
             login_timeout,

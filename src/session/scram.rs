@@ -125,11 +125,7 @@ impl<T: Transport> Session<'_, T> {
         };
         // Decided when the answer is in (as classic), and counted as pending
         // under the same lock: nothing is checked if throttled.
-        let Some(attempt) = self
-            .svc
-            .throttle
-            .begin(name.as_str(), self.peer, Instant::now())
-        else {
+        let Some(attempt) = self.begin_try(name.as_str()) else {
             self.warn(format!(
                 "{} throttled: SCRAM try for user={} refused unchecked",
                 self.peer,

@@ -18,6 +18,8 @@
 //! for several servers, behind a connection pool). [`open`] picks one from
 //! `--db`: a `postgres://` or `postgresql://` URL, else a file path.
 
+pub mod copy;
+pub mod pg_throttle;
 pub mod postgres;
 pub mod sqlite;
 
@@ -60,6 +62,11 @@ pub trait Store: Send + Sync {
     /// The random key of the fake salts, made once and kept in the store (the
     /// same for every server on the store).
     fn secret(&self) -> &[u8];
+    /// The throttle every server on this store shares, if the engine keeps one
+    /// (PostgreSQL); `None`: each server throttles in memory (SQLite).
+    fn shared_throttle(&self) -> Option<Arc<dyn crate::throttle::SharedThrottle>> {
+        None
+    }
     /// The user named exactly `login` (admin, migration).
     fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError>;
     /// The user named exactly `login` as the classic challenge sees it: its row

@@ -44,15 +44,18 @@ use crate::config::{
     PG_CONNECT_TIMEOUT, PG_LOCK_TIMEOUT, PG_POOL_MAX_CONNECTIONS, PG_POOL_MIN_IDLE,
     PG_STATEMENT_TIMEOUT,
 };
+use crate::store::pg_throttle::{self, PgThrottle};
 use crate::store::{
     hex_column, ClassicVerifier, Column, Registration, ScramLookup, ScramRow, ScramWrites, Store,
     StoreError, StoredUser, UserRecord, UserWithScram, SALT_HEX_LEN,
 };
+use crate::throttle::SharedThrottle;
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, GenericClient, NoTls, Row};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
+use std::sync::Arc;
 
 type Manager = PostgresConnectionManager<NoTls>;
 
@@ -65,6 +68,8 @@ const SCHEMA_LOCK_KEY: i64 = 0x6463_636e_5553_4552; // "dccnUSER"
 pub struct PgUserStore {
     pool: Pool<Manager>,
     secret: Vec<u8>,
+    /// The shared throttle, on the same pool.
+    throttle: Arc<PgThrottle>,
 }
 
 fn db_error(e: postgres::Error) -> StoreError {
@@ -195,7 +200,12 @@ impl PgUserStore {
         create_tables(&mut conn)?;
         let secret = load_or_make_secret(&mut conn)?;
         drop(conn);
-        Ok(PgUserStore { pool, secret })
+        let throttle = Arc::new(PgThrottle::new(pool.clone()));
+        Ok(PgUserStore {
+            pool,
+            secret,
+            throttle,
+        })
     }
 
     fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
@@ -207,6 +217,11 @@ impl Store for PgUserStore {
     /// The random key of the fake salts, the same for every server.
     fn secret(&self) -> &[u8] {
         &self.secret
+    }
+
+    /// Throttle counters in the database, shared by every server on it.
+    fn shared_throttle(&self) -> Option<Arc<dyn SharedThrottle>> {
+        Some(self.throttle.clone())
     }
 
     fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -474,6 +489,7 @@ fn create_tables(conn: &mut Client) -> Result<(), StoreError> {
              secret BYTEA NOT NULL);",
     )
     .map_err(db_error)?;
+    pg_throttle::create_schema(&mut tx)?;
     tx.commit().map_err(db_error)
 }
 

@@ -8,6 +8,7 @@
 
 mod child;
 mod common;
+mod copy_db;
 
 mod bench;
 mod chat;
@@ -18,6 +19,7 @@ mod limits;
 mod ops;
 mod pg_cluster;
 mod pg_store;
+mod pg_throttle;
 mod proxy;
 mod run_server_cli;
 mod scale_out;

@@ -94,3 +94,69 @@ fn a_name_race_across_two_servers_has_one_winner() {
         assert_eq!(winners, 1, "round {round}: {results:?}");
     }
 }
+
+/// A client of the server at `addr` connecting from `source` (127.0.0.0/8).
+fn client_from(addr: SocketAddr, source: [u8; 4]) -> TestClient {
+    let mut c = TestClient::connect_from(addr, std::net::IpAddr::from(source));
+    c.expect_greeting();
+    c
+}
+
+#[test]
+fn five_failures_on_one_server_close_the_window_on_the_other_and_a_success_resets() {
+    let Some(db) = test_db() else { return };
+    let [(_a, a), (_b, b)] = two_servers(&db.url());
+    const SOURCE: [u8; 4] = [127, 0, 14, 1];
+    client_from(a, SOURCE).register("tim", PW);
+    let mut on_a = client_from(a, SOURCE);
+    for _ in 0..5 {
+        on_a.login_refused("tim", "Wrong0pass");
+    }
+    // Inside the 1 s window B refuses even the right password (unchecked).
+    let mut on_b = client_from(b, SOURCE);
+    on_b.login_refused("tim", PW);
+    // Another address is not affected.
+    client_from(b, [127, 0, 14, 2]).login_ok("tim", PW);
+    thread::sleep(std::time::Duration::from_millis(1300));
+    // Past the window a success on B resets the pair: 4 more failures on A
+    // leave the 5th try free (without the reset they would be 9 in a row).
+    on_b.login_ok("tim", PW);
+    on_b.quit();
+    for _ in 0..4 {
+        on_a.login_refused("tim", "Wrong0pass");
+    }
+    client_from(b, SOURCE).login_ok("tim", PW);
+}
+
+#[test]
+fn the_per_address_counter_adds_failures_on_both_servers() {
+    let Some(db) = test_db() else { return };
+    let [(_a, a), (_b, b)] = two_servers(&db.url());
+    const SOURCE: [u8; 4] = [127, 0, 14, 3];
+    client_from(a, [127, 0, 14, 4]).register("una", PW);
+    // 10 failures on each server, each for another name: no pair reaches 5.
+    for (server, first) in [(a, 0), (b, 10)] {
+        let mut c = client_from(server, SOURCE);
+        for n in first..first + 10 {
+            c.login_refused(&format!("name{n}"), "Wrong0pass");
+        }
+    }
+    // 20 from the address in all: its window is open on both servers.
+    client_from(a, SOURCE).login_refused("una", PW);
+    client_from(b, SOURCE).login_refused("una", PW);
+    client_from(b, [127, 0, 14, 5]).login_ok("una", PW);
+}
+
+#[test]
+fn a_throttle_the_database_cannot_answer_refuses_the_try() {
+    let Some(db) = test_db() else { return };
+    let [(_a, a), _] = two_servers(&db.url());
+    client(a).register("val", PW);
+    db.connect()
+        .batch_execute("DROP TABLE THROTTLE_PAIR CASCADE")
+        .unwrap();
+    // Fails closed: even the right password is refused, and the server lives on.
+    let mut c = client(a);
+    c.login_refused("val", PW);
+    c.quit();
+}
