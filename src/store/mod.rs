@@ -28,6 +28,17 @@ pub use sqlite::{exposed_files, UserStore};
 use std::fmt;
 use std::sync::Arc;
 
+/// The tables every engine keeps, in SQL both accept: `USERS` exactly as the
+/// original, and `SCRAM_SHA_256` beside it. (Each engine adds its own
+/// `SERVER_SECRET`, whose byte type differs: BLOB, BYTEA.)
+pub const USER_TABLES: &str = "
+    CREATE TABLE IF NOT EXISTS USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT);
+    CREATE TABLE IF NOT EXISTS SCRAM_SHA_256 (
+        login      TEXT PRIMARY KEY,
+        iterations INTEGER NOT NULL,
+        stored_key TEXT NOT NULL,
+        server_key TEXT NOT NULL);";
+
 /// Opens the store `--db` names: PostgreSQL for a `postgres://` or
 /// `postgresql://` URL, else the SQLite file at that path (created if missing).
 pub fn open(db: &str) -> Result<Arc<dyn Store>, StoreError> {

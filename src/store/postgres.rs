@@ -211,6 +211,18 @@ impl PgUserStore {
     fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
         self.pool.get().map_err(pool_error)
     }
+
+    /// The one row `sql` (whose only parameter, `$1`, is the login) finds for
+    /// `login`. A login holding a NUL byte, which PostgreSQL's TEXT cannot
+    /// store, finds nothing.
+    fn row_for(&self, sql: &str, login: &str) -> Result<Option<Row>, StoreError> {
+        if login.contains('\0') {
+            return Ok(None);
+        }
+        self.conn()?
+            .query_typed_opt(sql, &[(&login, Type::TEXT)])
+            .map_err(db_error)
+    }
 }
 
 impl Store for PgUserStore {
@@ -225,47 +237,26 @@ impl Store for PgUserStore {
     }
 
     fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
-        if login.contains('\0') {
-            return Ok(None);
-        }
-        let row = self
-            .conn()?
-            .query_typed_opt(
-                "SELECT login, password, salt FROM USERS WHERE login = $1",
-                &[(&login, Type::TEXT)],
-            )
-            .map_err(db_error)?;
+        let row = self.row_for(
+            "SELECT login, password, salt FROM USERS WHERE login = $1",
+            login,
+        )?;
         Ok(row.map(|r| user_record(&r)))
     }
 
     /// The user named exactly `login`, if any, with its row checked.
     fn find_classic(&self, login: &str) -> Result<Option<StoredUser>, StoreError> {
-        if login.contains('\0') {
-            return Ok(None);
-        }
-        let row = self
-            .conn()?
-            .query_typed_opt(
-                "SELECT password, salt FROM USERS WHERE login = $1",
-                &[(&login, Type::TEXT)],
-            )
-            .map_err(db_error)?;
+        let row = self.row_for("SELECT password, salt FROM USERS WHERE login = $1", login)?;
         Ok(row.map(|r| stored_user(login.to_string(), r.get(0), r.get(1))))
     }
 
     fn find_scram(&self, login: &str) -> Result<Option<ScramLookup>, StoreError> {
-        if login.contains('\0') {
-            return Ok(None);
-        }
-        let row = self
-            .conn()?
-            .query_typed_opt(
-                "SELECT u.salt, s.iterations, s.stored_key, s.server_key
+        let row = self.row_for(
+            "SELECT u.salt, s.iterations, s.stored_key, s.server_key
                  FROM USERS u LEFT JOIN SCRAM_SHA_256 s ON s.login = u.login
                  WHERE u.login = $1",
-                &[(&login, Type::TEXT)],
-            )
-            .map_err(db_error)?;
+            login,
+        )?;
         Ok(row.map(|r| ScramLookup {
             salt: r.get::<_, Option<String>>(0).unwrap_or_default(),
             scram: scram_columns(&r, 1),
@@ -273,16 +264,7 @@ impl Store for PgUserStore {
     }
 
     fn exists(&self, login: &str) -> Result<bool, StoreError> {
-        if login.contains('\0') {
-            return Ok(false);
-        }
-        let row = self
-            .conn()?
-            .query_typed_opt(
-                "SELECT 1 FROM USERS WHERE login = $1",
-                &[(&login, Type::TEXT)],
-            )
-            .map_err(db_error)?;
+        let row = self.row_for("SELECT 1 FROM USERS WHERE login = $1", login)?;
         Ok(row.is_some())
     }
 
@@ -477,14 +459,10 @@ fn create_tables(conn: &mut Client) -> Result<(), StoreError> {
         &[(&SCHEMA_LOCK_KEY, Type::INT8)],
     )
     .map_err(db_error)?;
+    tx.batch_execute(crate::store::USER_TABLES)
+        .map_err(db_error)?;
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT);
-         CREATE TABLE IF NOT EXISTS SCRAM_SHA_256 (
-             login      TEXT PRIMARY KEY,
-             iterations INTEGER NOT NULL,
-             stored_key TEXT NOT NULL,
-             server_key TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS SERVER_SECRET (
+        "CREATE TABLE IF NOT EXISTS SERVER_SECRET (
              id INTEGER PRIMARY KEY CHECK (id = 1),
              secret BYTEA NOT NULL);",
     )

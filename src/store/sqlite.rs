@@ -193,14 +193,9 @@ impl UserStore {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
+        conn.execute_batch(super::USER_TABLES)?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS USERS (login TEXT PRIMARY KEY, password TEXT, salt TEXT);
-             CREATE TABLE IF NOT EXISTS SCRAM_SHA_256 (
-                 login      TEXT PRIMARY KEY,
-                 iterations INTEGER NOT NULL,
-                 stored_key TEXT NOT NULL,
-                 server_key TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS SERVER_SECRET (
+            "CREATE TABLE IF NOT EXISTS SERVER_SECRET (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  secret BLOB NOT NULL);",
         )?;
