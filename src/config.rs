@@ -329,3 +329,20 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// Chat across servers (`chat/shared.rs`): how often a server says it is
+/// alive on the bus and looks for servers that are not.
+pub const CHAT_HEARTBEAT: Duration = Duration::from_secs(2);
+/// A server silent this long is dead: its members leave the room. (A server
+/// whose listening connection to the database closed is dead at once.) So a
+/// dead server's members leave within `CHAT_SERVER_STALE + CHAT_HEARTBEAT`.
+pub const CHAT_SERVER_STALE: Duration = Duration::from_secs(10);
+/// How long a session waits for its own event to come back from the bus
+/// before it gives up (`Error: chat unavailable`); the database's own
+/// timeouts are 5 s.
+pub const CHAT_BUS_WAIT: Duration = Duration::from_secs(6);
+/// How long the bus listener waits for a notification before it checks
+/// whether the server is stopping or a heartbeat is due.
+pub const CHAT_BUS_POLL: Duration = Duration::from_millis(250);
+/// The pause before the listener reconnects after losing the database.
+pub const CHAT_BUS_RETRY: Duration = Duration::from_secs(1);

@@ -127,6 +127,10 @@ pub mod error {
     pub const SHUTTING_DOWN: &str = "server shutting down";
     /// Sent in plain text by a TLS-only port to a client that did not start TLS.
     pub const TLS_REQUIRED: &str = "TLS required";
+    /// In chat mode, when the room shared by several servers cannot be reached
+    /// (PostgreSQL, the chat bus, failed; docs/SCALE-OUT.md). Not in the
+    /// single-server protocol, where the room cannot fail.
+    pub const CHAT_UNAVAILABLE: &str = "chat unavailable";
 
     /// The whole frame as bytes, for the accept loop's best-effort writes.
     pub const SERVER_BUSY_FRAME: &[u8] = b"Error: server busy\n__quit__\n";

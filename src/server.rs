@@ -15,7 +15,7 @@
 //! `Error: server shutting down`.
 
 use crate::address::AddressKey;
-use crate::chat::Room;
+use crate::chat;
 use crate::codec::LineConn;
 use crate::config::{
     ServerConfig, ACCEPT_THREADS, ACCEPT_WAKE_LIMIT, ACCEPT_WARNING_EVERY, BUSY_WRITE_TIMEOUT,
@@ -266,7 +266,7 @@ impl Server {
             Ok(Some(warning)) => log::warn!("{warning}"),
             Ok(None) => {}
         }
-        services.room = Room::new(config.chat);
+        services.room = chat::open_room(config.chat, services.store.chat_bus());
         services.login_grace = config.login_grace;
         services.registration = config.registration;
         if services.registration_quota.limit() != config.max_registrations_per_address {

@@ -33,6 +33,7 @@ use crate::transport::SplitWriter;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -48,10 +49,11 @@ enum Stop {
     Finish {
         since: Instant,
     },
-    /// The member could not keep up: what waits is discarded; only
-    /// `Error: too slow` and `__quit__` follow what is in flight.
-    TooSlow {
+    /// The member is out (too slow, or its room went away): what waits is
+    /// discarded; only `Error: <reason>` and `__quit__` follow what is in flight.
+    Dropped {
         since: Instant,
+        reason: &'static str,
     },
 }
 
@@ -65,7 +67,12 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     wake: Condvar,
     capacity: usize,
+    /// Unique in this process: names the member on the chat bus
+    /// (`shared.rs`), where two sessions of one name may follow each other.
+    id: u64,
 }
+
+static NEXT_OUTBOX_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Outbox {
     pub fn new(capacity: usize) -> Arc<Outbox> {
@@ -76,7 +83,12 @@ impl Outbox {
             }),
             wake: Condvar::new(),
             capacity,
+            id: NEXT_OUTBOX_ID.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue> {
@@ -106,11 +118,20 @@ impl Outbox {
 
     /// The member is too slow: discard what waits; the writer ends with the error.
     pub fn drop_too_slow(&self) {
+        self.drop_member(chat::TOO_SLOW);
+    }
+
+    /// The member is out for `reason` (the text after `Error: `): what waits
+    /// is discarded, the writer ends with the error. The first reason stays.
+    pub fn drop_member(&self, reason: &'static str) {
         let mut q = self.queue();
         q.lines.clear();
-        q.stop = Stop::TooSlow {
-            since: Instant::now(),
-        };
+        if !matches!(q.stop, Stop::Dropped { .. }) {
+            q.stop = Stop::Dropped {
+                since: Instant::now(),
+                reason,
+            };
+        }
         drop(q);
         self.wake.notify_one();
     }
@@ -128,7 +149,15 @@ impl Outbox {
     }
 
     pub fn is_too_slow(&self) -> bool {
-        matches!(self.queue().stop, Stop::TooSlow { .. })
+        self.dropped() == Some(chat::TOO_SLOW)
+    }
+
+    /// Why the member was dropped, if it was.
+    pub fn dropped(&self) -> Option<&'static str> {
+        match self.queue().stop {
+            Stop::Dropped { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     /// Lines waiting now (for tests and logs).
@@ -145,10 +174,10 @@ impl Outbox {
         }
         plain.clear();
         match q.stop {
-            Stop::TooSlow { .. } => {
+            Stop::Dropped { reason, .. } => {
                 q.lines.clear();
                 for line in [
-                    format!("{}{}", error::PREFIX, chat::TOO_SLOW).as_str(),
+                    format!("{}{}", error::PREFIX, reason).as_str(),
                     control::QUIT,
                 ] {
                     plain.extend_from_slice(line.as_bytes());
@@ -171,14 +200,16 @@ impl Outbox {
     fn deadline(&self) -> Option<Instant> {
         match self.queue().stop {
             Stop::No => None,
-            Stop::Finish { since } | Stop::TooSlow { since } => Some(since + CHAT_CLOSING_GRACE),
+            Stop::Finish { since } | Stop::Dropped { since, .. } => {
+                Some(since + CHAT_CLOSING_GRACE)
+            }
         }
     }
 }
 
 enum Batch {
     Lines,
-    /// `Error: too slow`, `__quit__`: the last batch.
+    /// `Error: <reason>`, `__quit__`: the last batch.
     Goodbye,
 }
 

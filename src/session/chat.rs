@@ -12,7 +12,7 @@
 
 use super::{End, Session, Step};
 use crate::chat::line::{self, ChatLine};
-use crate::chat::{JoinRefusal, Outbox, Room, TokenBucket, Writer, WriterEnd};
+use crate::chat::{ChatRoom, JoinRefusal, Outbox, TokenBucket, Writer, WriterEnd};
 use crate::metrics::Metrics;
 use crate::protocol::{chat, control, error, outcome};
 use crate::transport::Transport;
@@ -30,7 +30,7 @@ enum Exit {
 
 /// This session's place in the room; leaving happens on drop, whatever the way out.
 struct Membership<'r> {
-    room: &'r Room,
+    room: &'r dyn ChatRoom,
     name: String,
     outbox: Arc<Outbox>,
     /// The `dccn_chat_members` gauge, counted down on drop as it was counted up.
@@ -60,7 +60,7 @@ impl<T: Transport> Session<'_, T> {
                 return Ok(());
             }
         };
-        let room = &self.svc.room;
+        let room = self.svc.room.as_ref();
         let outbox = Outbox::new(room.limits().queue);
         match room.join(&name, &outbox) {
             Ok(()) => {}
@@ -70,6 +70,10 @@ impl<T: Transport> Session<'_, T> {
             }
             Err(JoinRefusal::AlreadyIn) => {
                 self.say(outcome::CHAT_ALREADY_IN);
+                return Ok(());
+            }
+            Err(JoinRefusal::Unavailable) => {
+                self.say(outcome::SERVER_ERROR);
                 return Ok(());
             }
         }
@@ -93,11 +97,11 @@ impl<T: Transport> Session<'_, T> {
         let writer = Writer::spawn(membership.outbox.clone(), sink, &membership.name)
             .map_err(|e| End::Gone(format!("cannot start the chat writer: {e}")))?;
         let exit = self.chat_lines(&membership);
-        let dropped = membership.outbox.is_too_slow();
+        let dropped = membership.outbox.dropped();
         drop(membership);
         let writer_end = writer.join();
-        if dropped {
-            return Err(End::Gone("dropped from the chat: too slow".into()));
+        if let Some(reason) = dropped {
+            return Err(End::Gone(format!("dropped from the chat: {reason}")));
         }
         if writer_end == WriterEnd::Cut {
             return Err(End::Gone("chat connection cut while writing".into()));
@@ -118,8 +122,8 @@ impl<T: Transport> Session<'_, T> {
         let room = me.room;
         let (name, outbox) = (me.name.as_str(), &me.outbox);
         loop {
-            if outbox.is_too_slow() {
-                return Exit::Gone("too slow".into());
+            if let Some(reason) = outbox.dropped() {
+                return Exit::Gone(reason.into());
             }
             let read = self.conn.read_line(self.svc.session_timeout);
             if self.svc.is_shutting_down() {
@@ -158,12 +162,18 @@ impl<T: Transport> Session<'_, T> {
                     Err(refusal) => room.tell(name, outbox, refusal.answer()),
                     Ok(()) if to == name => room.tell(name, outbox, chat::NOT_SENT_SELF),
                     Ok(()) => {
-                        room.whisper(name, outbox, to, text);
+                        if room.whisper(name, outbox, to, text).is_err() {
+                            return Exit::Fatal(error::CHAT_UNAVAILABLE);
+                        }
                     }
                 },
                 ChatLine::Say(text) => match line::check_text(text) {
                     Err(refusal) => room.tell(name, outbox, refusal.answer()),
-                    Ok(()) => room.say(name, outbox, text),
+                    Ok(()) => {
+                        if room.say(name, outbox, text).is_err() {
+                            return Exit::Fatal(error::CHAT_UNAVAILABLE);
+                        }
+                    }
                 },
                 ChatLine::Empty | ChatLine::Leave | ChatLine::Quit => {}
             }

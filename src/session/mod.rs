@@ -20,7 +20,7 @@ mod chat;
 mod classic;
 mod scram;
 
-use crate::chat::{Room, TokenBucket};
+use crate::chat::{ChatRoom, Room, TokenBucket};
 use crate::codec::LineConn;
 use crate::config::{
     ChatLimits, RegistrationMode, DEFAULT_LOGIN_GRACE, DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS,
@@ -68,7 +68,7 @@ pub struct Services {
     pub classic_login: bool,
     pub shutting_down: AtomicBool,
     /// The chat room (its limits come from `ServerConfig::chat`).
-    pub room: Room,
+    pub room: Box<dyn ChatRoom>,
     /// Whether `register` is open to clients.
     pub registration: RegistrationMode,
     /// Acknowledged registrations per source address per 10 minutes.
@@ -115,7 +115,7 @@ impl Services {
             registration: RegistrationMode::Open,
             registration_quota: RegistrationQuota::new(DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS),
             metrics: Arc::new(Metrics::new()),
-            room: Room::new(ChatLimits::default()),
+            room: Box::new(Room::local(ChatLimits::default())),
             #[cfg(feature = "test-hooks")]
             panic_word: None,
         }

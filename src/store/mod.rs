@@ -19,6 +19,7 @@
 //! `--db`: a `postgres://` or `postgresql://` URL, else a file path.
 
 pub mod copy;
+pub mod pg_chat;
 pub mod pg_throttle;
 pub mod postgres;
 pub mod sqlite;
@@ -76,6 +77,12 @@ pub trait Store: Send + Sync {
     /// The throttle every server on this store shares, if the engine keeps one
     /// (PostgreSQL); `None`: each server throttles in memory (SQLite).
     fn shared_throttle(&self) -> Option<Arc<dyn crate::throttle::SharedThrottle>> {
+        None
+    }
+    /// The bus a chat room shared by every server on this store travels on,
+    /// if the engine has one (PostgreSQL's LISTEN/NOTIFY); `None`: each
+    /// server's room is its own (SQLite).
+    fn chat_bus(&self) -> Option<Arc<dyn crate::chat::bus::ChatBus>> {
         None
     }
     /// The user named exactly `login` (admin, migration).

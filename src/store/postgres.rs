@@ -44,6 +44,7 @@ use crate::config::{
     PG_CONNECT_TIMEOUT, PG_LOCK_TIMEOUT, PG_POOL_MAX_CONNECTIONS, PG_POOL_MIN_IDLE,
     PG_STATEMENT_TIMEOUT,
 };
+use crate::store::pg_chat::{self, PgChatBus};
 use crate::store::pg_throttle::{self, PgThrottle};
 use crate::store::{
     hex_column, ClassicVerifier, Column, Registration, ScramLookup, ScramRow, ScramWrites, Store,
@@ -70,9 +71,11 @@ pub struct PgUserStore {
     secret: Vec<u8>,
     /// The shared throttle, on the same pool.
     throttle: Arc<PgThrottle>,
+    /// The chat bus: the pool, and its own listening connection per server.
+    chat: Arc<PgChatBus>,
 }
 
-fn db_error(e: postgres::Error) -> StoreError {
+pub(crate) fn db_error(e: postgres::Error) -> StoreError {
     // The server's own message and SQLSTATE where it sent one (the error's
     // Display alone says only "db error"); never the URL or its password.
     match e.as_db_error() {
@@ -90,7 +93,7 @@ fn db_error(e: postgres::Error) -> StoreError {
     }
 }
 
-fn pool_error(e: r2d2::Error) -> StoreError {
+pub(crate) fn pool_error(e: r2d2::Error) -> StoreError {
     StoreError(format!("PostgreSQL: no connection: {e}"))
 }
 
@@ -194,17 +197,19 @@ impl PgUserStore {
             .min_idle(Some(PG_POOL_MIN_IDLE))
             .test_on_check_out(false)
             .connection_timeout(PG_CONNECT_TIMEOUT)
-            .build(PostgresConnectionManager::new(config, NoTls))
+            .build(PostgresConnectionManager::new(config.clone(), NoTls))
             .map_err(pool_error)?;
         let mut conn = pool.get().map_err(pool_error)?;
         create_tables(&mut conn)?;
         let secret = load_or_make_secret(&mut conn)?;
         drop(conn);
         let throttle = Arc::new(PgThrottle::new(pool.clone()));
+        let chat = Arc::new(PgChatBus::new(pool.clone(), config));
         Ok(PgUserStore {
             pool,
             secret,
             throttle,
+            chat,
         })
     }
 
@@ -234,6 +239,11 @@ impl Store for PgUserStore {
     /// Throttle counters in the database, shared by every server on it.
     fn shared_throttle(&self) -> Option<Arc<dyn SharedThrottle>> {
         Some(self.throttle.clone())
+    }
+
+    /// Chat across servers: LISTEN/NOTIFY on this database.
+    fn chat_bus(&self) -> Option<Arc<dyn crate::chat::bus::ChatBus>> {
+        Some(self.chat.clone())
     }
 
     fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -468,6 +478,7 @@ fn create_tables(conn: &mut Client) -> Result<(), StoreError> {
     )
     .map_err(db_error)?;
     pg_throttle::create_schema(&mut tx)?;
+    pg_chat::create_schema(&mut tx)?;
     tx.commit().map_err(db_error)
 }
 

@@ -17,6 +17,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod ops;
+mod pg_chat;
 mod pg_cluster;
 mod pg_store;
 mod pg_throttle;
