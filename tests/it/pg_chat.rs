@@ -188,9 +188,67 @@ fn the_members_of_a_server_that_dies_leave_the_room() {
     assert_eq!(bob.line(), "* alice left");
     let took = killed.elapsed();
     assert!(took < bound, "alice left after {took:?}");
+    eprintln!("a killed server's member left the room {took:?} after the kill");
 
     // Her name is free again: she enters through the server that lives.
     let mut alice = logged_in(b, "alice");
     assert_eq!(enter(&mut alice), ["alice", "bob"]);
     assert_eq!(bob.line(), "* alice joined");
+}
+
+#[test]
+fn a_server_that_loses_the_bus_drops_its_members_and_comes_back() {
+    let Some(db) = test_db() else { return };
+    let [(_a, a), (_b, b)] = two_servers(&db.url(), &[]);
+    register_all(a, &["alice", "bob"]);
+    let mut alice = logged_in(a, "alice");
+    let mut bob = logged_in(b, "bob");
+    enter(&mut alice);
+    assert_eq!(enter(&mut bob), ["alice", "bob"]);
+    assert_eq!(alice.line(), "* bob joined");
+
+    // Cut server A's listening connection, as a database restart would.
+    let mut admin = db.connect();
+    let cut = admin
+        .execute(
+            "SELECT pg_terminate_backend(s.listener_pid) FROM CHAT_SERVERS s
+             JOIN CHAT_MEMBERS m ON m.server = s.server WHERE m.name = 'alice'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(cut, 1);
+    // A's member can no longer hear the room: told so, and the connection ends.
+    assert_eq!(alice.line(), "Error: chat unavailable");
+    assert_eq!(alice.line(), "__quit__");
+    assert_eq!(alice.try_line(), None);
+    // B's heartbeat sees A's old listener gone and unseats her.
+    let bound = CHAT_HEARTBEAT + Duration::from_secs(3);
+    bob.tcp.set_read_timeout(Some(bound)).unwrap();
+    assert_eq!(bob.line(), "* alice left");
+
+    // Server A listens again (a new identity) within a few retries.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut alice = logged_in(a, "alice");
+    loop {
+        alice.send("chat");
+        let first = alice.line();
+        if first != "Server error, try again later" {
+            assert_eq!(first, dccn_auth::protocol::chat::WELCOME);
+            assert_eq!(alice.line(), "__chat__");
+            break;
+        }
+        alice.expect_prompt("__type__");
+        assert!(
+            Instant::now() < deadline,
+            "server A never came back to the bus"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(alice.line(), "* members: 2");
+    assert_eq!(bob.line(), "* alice joined");
+    bob.send("still one room?");
+    assert_eq!(bob.line(), "> still one room?");
+    alice.line();
+    alice.line();
+    assert_eq!(alice.line(), "bob: still one room?");
 }
