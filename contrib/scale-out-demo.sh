@@ -14,7 +14,7 @@
 #
 # Both servers use the one PostgreSQL database (--db postgres://..., given in
 # DCCN_DB so the password stays out of the process list): accounts, the fake
-# salts and the login throttle are shared; a user registered through one
+# salts, the login throttle and the chat room are shared; a user registered through one
 # server logs in through the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,7 +98,7 @@ start() {
             --trusted-proxy 127.0.0.1/32 > "$DEMO_DIR/server$n.log" 2>&1 &
         echo $! > "$DEMO_DIR/server$n.pid"
     done
-    say "two servers on the PostgreSQL database: shared accounts and throttling"
+    say "two servers on the PostgreSQL database: shared accounts, throttling and chat room"
 
     # 3. HAProxy in front.
     sed -e "s/@DEMO_PORT@/$DEMO_PORT/; s/@S1_PORT@/$S1_PORT/; s/@S2_PORT@/$S2_PORT/" \
