@@ -14,6 +14,7 @@ mod bench;
 mod chat;
 mod client;
 mod faults;
+mod haproxy;
 mod hostile;
 mod limits;
 mod ops;
