@@ -285,10 +285,19 @@ fn every_member_sees_one_global_order_with_concurrent_senders() {
         })
         .collect();
     let streams: Vec<Vec<String>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    for s in &streams[1..] {
-        assert_eq!(s, &streams[0], "two members disagree on the order");
+    assert_one_order(&streams, PER_SENDER);
+}
+
+/// Every member's stream (echoes written as `<own name>: <text>`) is the
+/// same, and in it each sender's `<name> says <k>` lines come in order, all
+/// `per_sender` of them.
+pub(crate) fn assert_one_order(streams: &[Vec<String>], per_sender: usize) {
+    for (i, s) in streams.iter().enumerate().skip(1) {
+        assert_eq!(
+            s, &streams[0],
+            "member {i} and member 0 disagree on the order"
+        );
     }
-    // Per-sender order holds within the global order.
     let mut next: HashMap<&str, usize> = HashMap::new();
     for l in &streams[0] {
         let (from, rest) = l.split_once(": ").unwrap();
@@ -297,6 +306,7 @@ fn every_member_sees_one_global_order_with_concurrent_senders() {
         assert_eq!(k, *want, "{from} out of order");
         *want += 1;
     }
+    assert!(next.values().all(|&n| n == per_sender), "{next:?}");
 }
 
 #[test]

@@ -4,11 +4,10 @@
 //! hold across them; the members of a server that dies leave the room.
 //! Skipped (said once) without PostgreSQL, as the other PostgreSQL tests.
 
-use crate::chat::enter;
+use crate::chat::{assert_one_order, enter};
 use crate::common::{start_server_binary_with, ChildGuard, TestClient};
 use crate::pg_cluster::test_db;
 use dccn_auth::config::{CHAT_HEARTBEAT, CHAT_SERVER_STALE};
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -111,19 +110,18 @@ fn chat_reaches_members_on_both_servers_in_one_order() {
         })
         .collect();
     let streams: Vec<Vec<String>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    for (i, s) in streams.iter().enumerate().skip(1) {
-        assert_eq!(s, &streams[0], "{} and m0 disagree on the order", names[i]);
-    }
-    // Per-sender order holds within the one order, and nothing is missing.
-    let mut next: HashMap<&str, usize> = HashMap::new();
-    for l in &streams[0] {
-        let (from, rest) = l.split_once(": ").unwrap();
-        let k: usize = rest.rsplit(' ').next().unwrap().parse().unwrap();
-        let want = next.entry(from).or_insert(0);
-        assert_eq!(k, *want, "{from} out of order");
-        *want += 1;
-    }
-    assert!(next.values().all(|&n| n == PER_SENDER), "{next:?}");
+    assert_one_order(&streams, PER_SENDER);
+}
+
+/// alice on server `a` and bob on server `b`, both in the room.
+fn alice_and_bob_in_the_room(a: SocketAddr, b: SocketAddr) -> (TestClient, TestClient) {
+    register_all(a, &["alice", "bob"]);
+    let mut alice = logged_in(a, "alice");
+    let mut bob = logged_in(b, "bob");
+    assert_eq!(enter(&mut alice), ["alice"]);
+    assert_eq!(enter(&mut bob), ["alice", "bob"]);
+    assert_eq!(alice.line(), "* bob joined");
+    (alice, bob)
 }
 
 #[test]
@@ -131,12 +129,8 @@ fn who_msg_the_cap_and_one_membership_hold_across_servers() {
     let Some(db) = test_db() else { return };
     let cap = [("DCCN_CHAT_MAX_MEMBERS", "2")];
     let [(_a, a), (_b, b)] = two_servers(&db.url(), &cap);
-    register_all(a, &["alice", "bob", "carol"]);
-    let mut alice = logged_in(a, "alice");
-    let mut bob = logged_in(b, "bob");
-    assert_eq!(enter(&mut alice), ["alice"]);
-    assert_eq!(enter(&mut bob), ["alice", "bob"]);
-    assert_eq!(alice.line(), "* bob joined");
+    register_all(a, &["carol"]);
+    let (mut alice, mut bob) = alice_and_bob_in_the_room(a, b);
 
     bob.send("/who");
     assert_eq!(bob.line(), "* members: 2");
@@ -173,12 +167,7 @@ fn who_msg_the_cap_and_one_membership_hold_across_servers() {
 fn the_members_of_a_server_that_dies_leave_the_room() {
     let Some(db) = test_db() else { return };
     let [(mut server_a, a), (_b, b)] = two_servers(&db.url(), &[]);
-    register_all(a, &["alice", "bob"]);
-    let mut alice = logged_in(a, "alice");
-    let mut bob = logged_in(b, "bob");
-    enter(&mut alice);
-    assert_eq!(enter(&mut bob), ["alice", "bob"]);
-    assert_eq!(alice.line(), "* bob joined");
+    let (_alice_on_a, mut bob) = alice_and_bob_in_the_room(a, b);
 
     server_a.0.kill().unwrap();
     server_a.0.wait().unwrap();
@@ -200,12 +189,7 @@ fn the_members_of_a_server_that_dies_leave_the_room() {
 fn a_server_that_loses_the_bus_drops_its_members_and_comes_back() {
     let Some(db) = test_db() else { return };
     let [(_a, a), (_b, b)] = two_servers(&db.url(), &[]);
-    register_all(a, &["alice", "bob"]);
-    let mut alice = logged_in(a, "alice");
-    let mut bob = logged_in(b, "bob");
-    enter(&mut alice);
-    assert_eq!(enter(&mut bob), ["alice", "bob"]);
-    assert_eq!(alice.line(), "* bob joined");
+    let (mut alice, mut bob) = alice_and_bob_in_the_room(a, b);
 
     // Cut server A's listening connection, as a database restart would.
     let mut admin = db.connect();
