@@ -484,4 +484,53 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_replica_stops_a_slow_member_and_leaves_its_leave_to_the_bus() {
+        let room = Room::replica(limits(4, 4));
+        let (a, slow) = (Outbox::new(64), Outbox::new(4));
+        let key = |member| SeatKey { server: 7, member };
+        let here = |o: &Arc<Outbox>, member| Seat {
+            key: key(member),
+            here: Some(o.clone()),
+        };
+        let far = Seat {
+            key: SeatKey {
+                server: 9,
+                member: 1,
+            },
+            here: None,
+        };
+        assert!(room.admit("slow", here(&slow, 1)).0); // 2 lines waiting
+        assert!(room.admit("alice", here(&a, 2)).0); // + joined = 3
+        assert!(room.admit("bob", far.clone()).0); // + joined = 4
+        assert!(!room.admit("bob", far).0, "one seat per name");
+        assert!(room.relay_say("bob", key(5), "not bob's seat").is_empty());
+        let dropped = room.relay_say(
+            "bob",
+            SeatKey {
+                server: 9,
+                member: 1,
+            },
+            "hi",
+        );
+        assert_eq!(dropped, vec![("slow".to_string(), key(1))]);
+        assert!(slow.is_too_slow());
+        // Still seated until its leave comes back from the bus; then once.
+        assert_eq!(room.member_count(), 3);
+        let (seat, _) = room.remove("slow", key(1));
+        assert!(seat.is_some());
+        assert!(room.remove("slow", key(1)).0.is_none());
+        assert_eq!(
+            drain(&a),
+            [
+                "* members: 2",
+                "* member: alice",
+                "* member: slow",
+                "* bob joined",
+                "bob: hi",
+                "* slow left"
+            ]
+        );
+    }
 }
