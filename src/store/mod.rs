@@ -19,6 +19,7 @@
 //! `--db`: a `postgres://` or `postgresql://` URL, else a file path.
 
 pub mod copy;
+pub mod pg_quota;
 pub mod pg_throttle;
 pub mod postgres;
 pub mod sqlite;
@@ -76,6 +77,18 @@ pub trait Store: Send + Sync {
     /// The throttle every server on this store shares, if the engine keeps one
     /// (PostgreSQL); `None`: each server throttles in memory (SQLite).
     fn shared_throttle(&self) -> Option<Arc<dyn crate::throttle::SharedThrottle>> {
+        None
+    }
+    /// The registration quota every server on this store shares, if the engine
+    /// keeps one (PostgreSQL): `limit` (at least 1) registrations per address
+    /// per span, a reservation older than `stale` taken as left by a dead
+    /// server. `None`: each server counts in memory (SQLite). See
+    /// [`registration_quota::for_store`](crate::registration_quota::for_store).
+    fn shared_registration_quota(
+        &self,
+        _limit: usize,
+        _stale: std::time::Duration,
+    ) -> Option<Arc<dyn crate::registration_quota::RegistrationQuota>> {
         None
     }
     /// The user named exactly `login` (admin, migration).

@@ -353,6 +353,17 @@ pub fn start_server_binary(
     db: &std::path::Path,
     log_level: &str,
 ) -> (ChildGuard, SocketAddr) {
+    start_server_binary_with(bin, db, log_level, &[])
+}
+
+/// As [`start_server_binary`], with these environment variables set last (so
+/// they win over the defaults set here).
+pub fn start_server_binary_with(
+    bin: &str,
+    db: &std::path::Path,
+    log_level: &str,
+    env: &[(&str, &str)],
+) -> (ChildGuard, SocketAddr) {
     use std::process::{Command, Stdio};
     let child = Command::new(bin)
         .args(["--port", "0", "--db"])
@@ -361,6 +372,7 @@ pub fn start_server_binary(
         // Callers drive many registrations from 127.0.0.1 (crash.rs): more than
         // the registration quota allows one address. The quota has its own tests.
         .env("DCCN_MAX_REGISTRATIONS_PER_ADDRESS", "0")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

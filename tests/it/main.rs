@@ -18,6 +18,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod pg_cluster;
+mod pg_quota;
 mod pg_store;
 mod pg_throttle;
 mod proxy;
