@@ -44,9 +44,9 @@ fn register(q: &dyn RegistrationQuota, a: AddressKey) {
         .acknowledged();
 }
 
-fn rows(db: &TestDb) -> i64 {
+fn rows(db: &TestDb, table: &str) -> i64 {
     db.connect()
-        .query_one("SELECT count(*) FROM REGISTRATION_QUOTA", &[])
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .unwrap()
         .get(0)
 }
@@ -130,26 +130,60 @@ fn rows_holding_nothing_are_deleted_and_expired_ones_pruned() {
     let Some(db) = test_db() else { return };
     let q = quota(&db, 3, STALE);
     drop(q.reserve(addr(1)).unwrap().expect("room"));
-    assert_eq!(rows(&db), 0, "a released reservation leaves no row");
+    assert_eq!(
+        rows(&db, "REGISTRATION_QUOTA"),
+        0,
+        "a released reservation leaves no row"
+    );
     for n in 10..40 {
         register(&*q, addr(n));
     }
-    assert_eq!(rows(&db), 30);
+    register(&*q, addr(10));
+    assert_eq!(rows(&db, "REGISTRATION_QUOTA"), 30);
+    assert_eq!(rows(&db, "REGISTRATION_QUOTA_ACK"), 31);
     // As if those registrations were 11 minutes old (the database's clock decides).
     db.connect()
-        .execute(
-            "UPDATE REGISTRATION_QUOTA SET acknowledged = array(
-                 SELECT f - interval '11 minutes' FROM unnest(acknowledged) f),
-                 expires = expires - interval '11 minutes'",
-            &[],
+        .batch_execute(
+            "UPDATE REGISTRATION_QUOTA_ACK SET at = at - interval '11 minutes';
+             UPDATE REGISTRATION_QUOTA SET expires = expires - interval '11 minutes'",
         )
         .unwrap();
     // Each reservation deletes up to 16 expired rows of other addresses.
     register(&*q, addr(1));
     register(&*q, addr(2));
-    assert_eq!(rows(&db), 2, "30 expired rows pruned by two reservations");
-    // An expired count no longer holds its address.
-    register(&*q, addr(10));
+    assert_eq!(
+        rows(&db, "REGISTRATION_QUOTA"),
+        2,
+        "30 expired rows pruned by two reservations"
+    );
+    assert_eq!(rows(&db, "REGISTRATION_QUOTA_ACK"), 2);
+    // An expired count no longer holds its address, nor its row's leftovers.
+    register(&*q, addr(1));
+    register(&*q, addr(1));
+    assert!(q.reserve(addr(1)).unwrap().is_none(), "3 recent ones");
+}
+
+#[test]
+fn old_acknowledgements_of_an_address_stop_counting_and_are_dropped() {
+    let Some(db) = test_db() else { return };
+    let q = quota(&db, 2, STALE);
+    register(&*q, addr(5));
+    register(&*q, addr(5));
+    assert!(q.reserve(addr(5)).unwrap().is_none());
+    // One of the two 11 minutes old: one unit free again.
+    db.connect()
+        .batch_execute(
+            "UPDATE REGISTRATION_QUOTA_ACK SET at = at - interval '11 minutes'
+             WHERE at = (SELECT min(at) FROM REGISTRATION_QUOTA_ACK)",
+        )
+        .unwrap();
+    register(&*q, addr(5));
+    assert!(q.reserve(addr(5)).unwrap().is_none());
+    assert_eq!(
+        rows(&db, "REGISTRATION_QUOTA_ACK"),
+        2,
+        "the old one dropped"
+    );
 }
 
 #[test]
