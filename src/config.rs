@@ -134,6 +134,12 @@ pub const THROTTLE_MAX_KEYS: usize = 100_000;
 /// taken as abandoned (its server died before settling it), so it stops
 /// counting as a failure to come. A try settles within the store timeout.
 pub const PG_THROTTLE_PENDING_STALE: Duration = Duration::from_secs(60);
+/// Shared registration quota (PostgreSQL): a reservation older than the login
+/// grace plus this was left by a server that died (a live registration ends
+/// within the grace, which covers everything before login, plus the store's
+/// timeouts and the password hashing), so it stops counting. With the default
+/// grace: 3 minutes.
+pub const PG_QUOTA_STALE_AFTER_GRACE: Duration = Duration::from_secs(60);
 
 /// Logs: characters of a name (escaped) one log line shows at most.
 pub const LOG_NAME_MAX_CHARS: usize = 48;

@@ -27,7 +27,8 @@
 //!   networks: the real client address behind a load balancer.
 //! - [`new_account`]: the one way an account is made (online `register` and
 //!   the offline `add-user` alike): salt, verifier, durable row.
-//! - [`registration_quota`]: acknowledged registrations per address per 10 min.
+//! - [`registration_quota`]: acknowledged registrations per address per 10 min
+//!   (in memory, or shared in PostgreSQL by every server on the database).
 //! - [`metrics`]: the counters (atomics) and their Prometheus text rendering;
 //!   [`metrics_http`]: the bounded `GET /metrics` endpoint on its own thread.
 //! - [`descriptors`]: the open-files limit, the session cap that fits under it,

@@ -19,12 +19,61 @@
 //! addresses are kept; when full, expired keys go first, then the key least
 //! recently used that holds no reservation (that address gets a fresh count:
 //! failing open for the oldest is better than refusing every new address).
+//!
+//! Where the counts live is the [`RegistrationQuota`] trait's business: in this
+//! server's memory ([`InMemoryQuota`], SQLite), or in the database, shared by
+//! every server on it ([`PgRegistrationQuota`](crate::store::pg_quota::PgRegistrationQuota),
+//! from [`Store::shared_registration_quota`]); [`for_store`] picks one.
 
 use crate::address::AddressKey;
-use crate::config::{REGISTRATION_QUOTA_MAX_KEYS, REGISTRATION_QUOTA_SPAN};
+use crate::config::{
+    PG_QUOTA_STALE_AFTER_GRACE, REGISTRATION_QUOTA_MAX_KEYS, REGISTRATION_QUOTA_SPAN,
+};
+use crate::store::{Store, StoreError};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+/// Acknowledged registrations per source address within
+/// [`REGISTRATION_QUOTA_SPAN`], wherever the counts are kept.
+pub trait RegistrationQuota: Send + Sync {
+    /// Registrations per address per span; 0: no quota.
+    fn limit(&self) -> usize;
+    /// Reserves one registration for `from` before anything is asked;
+    /// `Ok(None)` when its quota is used up (acknowledged within the span plus
+    /// in progress). Dropped without [`Reservation::acknowledged`], the
+    /// reservation is released. An error: the counts could not be read (the
+    /// store failed), so nothing is reserved and nothing may be registered.
+    fn reserve(&self, from: AddressKey) -> Result<Option<Box<dyn Reservation + '_>>, StoreError>;
+}
+
+/// One registration in progress under a [`RegistrationQuota`]; released on
+/// drop unless acknowledged.
+pub trait Reservation: Send {
+    /// The registration is durable and acknowledged: it counts for the span.
+    fn acknowledged(self: Box<Self>);
+}
+
+/// The quota a server on `store` keeps: `limit` registrations per address per
+/// span, shared by every server on the store where the engine can
+/// ([`Store::shared_registration_quota`]), else in memory. `login_grace`
+/// bounds how long a live registration holds its reservation (it happens
+/// before login), so a shared reservation older than it plus
+/// [`PG_QUOTA_STALE_AFTER_GRACE`] was left by a server that died.
+pub fn for_store(
+    store: &dyn Store,
+    limit: usize,
+    login_grace: Duration,
+) -> Arc<dyn RegistrationQuota> {
+    if limit == 0 {
+        // Off: nothing to count, nothing to share.
+        return Arc::new(InMemoryQuota::new(0));
+    }
+    let stale = login_grace.saturating_add(PG_QUOTA_STALE_AFTER_GRACE);
+    store
+        .shared_registration_quota(limit, stale)
+        .unwrap_or_else(|| Arc::new(InMemoryQuota::new(limit)))
+}
 
 /// One address's count: when its acknowledged registrations happened (oldest
 /// first), and how many are in progress.
@@ -51,8 +100,8 @@ impl Usage {
     }
 }
 
-/// The per-address registration quota shared by every session.
-pub struct RegistrationQuota {
+/// The per-address registration quota shared by every session of this server.
+pub struct InMemoryQuota {
     /// 0: no quota.
     limit: usize,
     span: Duration,
@@ -60,7 +109,7 @@ pub struct RegistrationQuota {
     usage: Mutex<HashMap<AddressKey, Usage>>,
 }
 
-impl RegistrationQuota {
+impl InMemoryQuota {
     /// A quota of `limit` registrations per address per 10 minutes; 0 turns it off.
     pub fn new(limit: usize) -> Self {
         Self::with_bounds(limit, REGISTRATION_QUOTA_SPAN, REGISTRATION_QUOTA_MAX_KEYS)
@@ -68,16 +117,12 @@ impl RegistrationQuota {
 
     /// With another span and key cap (tests).
     pub fn with_bounds(limit: usize, span: Duration, max_keys: usize) -> Self {
-        RegistrationQuota {
+        InMemoryQuota {
             limit,
             span,
             max_keys: max_keys.max(1),
             usage: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 
     fn usage(&self) -> MutexGuard<'_, HashMap<AddressKey, Usage>> {
@@ -86,9 +131,9 @@ impl RegistrationQuota {
         self.usage.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reserves one registration for `from`, or `None` when its quota is used
-    /// up (acknowledged within the span plus in progress).
-    pub fn reserve(
+    /// Reserves one registration for `from` at `now`, or `None` when its quota
+    /// is used up (acknowledged within the span plus in progress).
+    pub fn reserve_at(
         &self,
         from: impl Into<AddressKey>,
         now: Instant,
@@ -147,19 +192,37 @@ impl RegistrationQuota {
     }
 }
 
-/// One registration in progress under the quota. [`acknowledged`] counts it;
-/// dropped otherwise, it is released and does not count.
+/// One registration in progress under the in-memory quota. [`acknowledged_at`]
+/// counts it; dropped otherwise, it is released and does not count.
 ///
-/// [`acknowledged`]: QuotaReservation::acknowledged
+/// [`acknowledged_at`]: QuotaReservation::acknowledged_at
 pub struct QuotaReservation<'a> {
-    quota: &'a RegistrationQuota,
+    quota: &'a InMemoryQuota,
     /// `None`: no quota in force.
     key: Option<AddressKey>,
 }
 
+impl RegistrationQuota for InMemoryQuota {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn reserve(&self, from: AddressKey) -> Result<Option<Box<dyn Reservation + '_>>, StoreError> {
+        Ok(self
+            .reserve_at(from, Instant::now())
+            .map(|r| Box::new(r) as Box<dyn Reservation + '_>))
+    }
+}
+
+impl Reservation for QuotaReservation<'_> {
+    fn acknowledged(self: Box<Self>) {
+        (*self).acknowledged_at(Instant::now());
+    }
+}
+
 impl QuotaReservation<'_> {
     /// The registration was acknowledged: it counts from `now` for the span.
-    pub fn acknowledged(mut self, now: Instant) {
+    pub fn acknowledged_at(mut self, now: Instant) {
         if let Some(key) = self.key.take() {
             let mut usage = self.quota.usage();
             let entry = usage.entry(key).or_default();
@@ -195,81 +258,89 @@ mod tests {
 
     #[test]
     fn only_acknowledged_registrations_count() {
-        let q = RegistrationQuota::new(2);
+        let q = InMemoryQuota::new(2);
         let now = Instant::now();
-        q.reserve(ip("127.0.0.2"), now).unwrap().acknowledged(now);
+        q.reserve_at(ip("127.0.0.2"), now)
+            .unwrap()
+            .acknowledged_at(now);
         // Given up: released, so it does not count.
-        drop(q.reserve(ip("127.0.0.2"), now).unwrap());
-        q.reserve(ip("127.0.0.2"), now).unwrap().acknowledged(now);
-        assert!(q.reserve(ip("127.0.0.2"), now).is_none());
+        drop(q.reserve_at(ip("127.0.0.2"), now).unwrap());
+        q.reserve_at(ip("127.0.0.2"), now)
+            .unwrap()
+            .acknowledged_at(now);
+        assert!(q.reserve_at(ip("127.0.0.2"), now).is_none());
         // Another address is not touched.
-        assert!(q.reserve(ip("127.0.0.3"), now).is_some());
+        assert!(q.reserve_at(ip("127.0.0.3"), now).is_some());
     }
 
     #[test]
     fn reservations_in_progress_hold_the_quota() {
-        let q = RegistrationQuota::new(2);
+        let q = InMemoryQuota::new(2);
         let now = Instant::now();
-        let a = q.reserve(ip("10.0.0.1"), now).unwrap();
-        let _b = q.reserve(ip("10.0.0.1"), now).unwrap();
-        assert!(q.reserve(ip("10.0.0.1"), now).is_none(), "2 in progress");
+        let a = q.reserve_at(ip("10.0.0.1"), now).unwrap();
+        let _b = q.reserve_at(ip("10.0.0.1"), now).unwrap();
+        assert!(q.reserve_at(ip("10.0.0.1"), now).is_none(), "2 in progress");
         drop(a);
-        assert!(q.reserve(ip("10.0.0.1"), now).is_some());
+        assert!(q.reserve_at(ip("10.0.0.1"), now).is_some());
     }
 
     #[test]
     fn the_window_passes() {
         let span = Duration::from_secs(600);
-        let q = RegistrationQuota::with_bounds(1, span, 10);
+        let q = InMemoryQuota::with_bounds(1, span, 10);
         let t0 = Instant::now();
-        q.reserve(ip("10.0.0.1"), t0).unwrap().acknowledged(t0);
-        assert!(q.reserve(ip("10.0.0.1"), t0 + span / 2).is_none());
-        assert!(q.reserve(ip("10.0.0.1"), t0 + span).is_some());
+        q.reserve_at(ip("10.0.0.1"), t0)
+            .unwrap()
+            .acknowledged_at(t0);
+        assert!(q.reserve_at(ip("10.0.0.1"), t0 + span / 2).is_none());
+        assert!(q.reserve_at(ip("10.0.0.1"), t0 + span).is_some());
     }
 
     #[test]
     fn ipv6_counts_by_its_64() {
-        let q = RegistrationQuota::new(1);
+        let q = InMemoryQuota::new(1);
         let now = Instant::now();
-        q.reserve(ip("2001:db8:1:2::1"), now)
+        q.reserve_at(ip("2001:db8:1:2::1"), now)
             .unwrap()
-            .acknowledged(now);
-        assert!(q.reserve(ip("2001:db8:1:2:ffff::9"), now).is_none());
-        assert!(q.reserve(ip("2001:db8:1:3::1"), now).is_some());
+            .acknowledged_at(now);
+        assert!(q.reserve_at(ip("2001:db8:1:2:ffff::9"), now).is_none());
+        assert!(q.reserve_at(ip("2001:db8:1:3::1"), now).is_some());
     }
 
     #[test]
     fn zero_turns_it_off_and_keeps_nothing() {
-        let q = RegistrationQuota::new(0);
+        let q = InMemoryQuota::new(0);
         let now = Instant::now();
         for _ in 0..1000 {
-            q.reserve(ip("10.0.0.1"), now).unwrap().acknowledged(now);
+            q.reserve_at(ip("10.0.0.1"), now)
+                .unwrap()
+                .acknowledged_at(now);
         }
         assert!(q.is_empty());
     }
 
     #[test]
     fn memory_is_bounded() {
-        let q = RegistrationQuota::with_bounds(5, Duration::from_secs(600), 100);
+        let q = InMemoryQuota::with_bounds(5, Duration::from_secs(600), 100);
         let now = Instant::now();
         for n in 0..10_000u32 {
             let addr = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
-            q.reserve(addr, now).unwrap().acknowledged(now);
+            q.reserve_at(addr, now).unwrap().acknowledged_at(now);
             assert!(q.len() <= 100);
         }
     }
 
     #[test]
     fn exact_under_concurrency() {
-        let q = RegistrationQuota::new(10);
+        let q = InMemoryQuota::new(10);
         let acked = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..50 {
-                        if let Some(r) = q.reserve(ip("10.0.0.1"), Instant::now()) {
+                        if let Some(r) = q.reserve_at(ip("10.0.0.1"), Instant::now()) {
                             acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            r.acknowledged(Instant::now());
+                            r.acknowledged_at(Instant::now());
                         }
                     }
                 });

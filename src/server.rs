@@ -26,7 +26,7 @@ use crate::metrics::{BusyCap, Metrics};
 use crate::metrics_http::MetricsEndpoint;
 use crate::protocol::error;
 use crate::proxy_protocol::{self, ProxyError, ProxyHeader, TrustedProxies};
-use crate::registration_quota::RegistrationQuota;
+use crate::registration_quota;
 use crate::session::{End, Services, Session};
 use crate::store::{self, StoreError};
 use crate::threads::{Job, SessionThreads};
@@ -269,10 +269,11 @@ impl Server {
         services.room = chat::open_room(config.chat, services.store.chat_bus());
         services.login_grace = config.login_grace;
         services.registration = config.registration;
-        if services.registration_quota.limit() != config.max_registrations_per_address {
-            services.registration_quota =
-                RegistrationQuota::new(config.max_registrations_per_address);
-        }
+        services.registration_quota = registration_quota::for_store(
+            services.store.as_ref(),
+            config.max_registrations_per_address,
+            config.login_grace,
+        );
         let wanted = format!("{}:{}", config.host, config.port);
         let addr = (config.host.as_str(), config.port)
             .to_socket_addrs()

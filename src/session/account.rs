@@ -15,7 +15,6 @@ use crate::protocol::{control, outcome};
 use crate::rules::{check_password, Username};
 use crate::store::Registration;
 use crate::transport::Transport;
-use std::time::Instant;
 
 /// Why a registration's prompts ended without an account.
 enum GaveUp {
@@ -39,15 +38,20 @@ impl<T: Transport> Session<'_, T> {
             return Ok(());
         }
         // Held until acknowledged; released on every other way out (`?` included).
-        let Some(reservation) = self
-            .svc
-            .registration_quota
-            .reserve(self.peer, Instant::now())
-        else {
-            metrics.registration(RegistrationOutcome::Limited);
-            self.warn(format!("{} registration quota used up", self.peer));
-            self.say(outcome::REGISTRATIONS_LIMITED);
-            return Ok(());
+        // The quota's counts unreadable (a shared quota's store failed): no
+        // registration, rather than one the quota never saw.
+        let reservation = match self.svc.registration_quota.reserve(self.peer.into()) {
+            Ok(Some(reservation)) => reservation,
+            Ok(None) => {
+                metrics.registration(RegistrationOutcome::Limited);
+                self.warn(format!("{} registration quota used up", self.peer));
+                self.say(outcome::REGISTRATIONS_LIMITED);
+                return Ok(());
+            }
+            Err(e) => {
+                self.store_failed("registration quota failed", &e);
+                return Ok(());
+            }
         };
         let gave_up = |why: GaveUp| match why {
             GaveUp::Taken => metrics.registration(RegistrationOutcome::Taken),
@@ -76,7 +80,7 @@ impl<T: Transport> Session<'_, T> {
         };
         match new_account::create(self.svc.store.as_ref(), account, self.svc.storage()) {
             Ok(Registration::Registered) => {
-                reservation.acknowledged(Instant::now());
+                reservation.acknowledged();
                 metrics.registration(RegistrationOutcome::Ok);
                 log::info!("{} registered user={name}", self.peer);
                 self.say(outcome::REGISTERED);

@@ -31,7 +31,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::new_account::Storage;
 use crate::protocol::{command, control, error, outcome, LS_LISTING, MAIN_MENU, USER_MENU};
-use crate::registration_quota::RegistrationQuota;
+use crate::registration_quota::{self, RegistrationQuota};
 use crate::rules::Username;
 use crate::store::{Store, StoreError};
 use crate::throttle::{SharedThrottle, Throttle};
@@ -71,8 +71,10 @@ pub struct Services {
     pub room: Box<dyn ChatRoom>,
     /// Whether `register` is open to clients.
     pub registration: RegistrationMode,
-    /// Acknowledged registrations per source address per 10 minutes.
-    pub registration_quota: RegistrationQuota,
+    /// Acknowledged registrations per source address per 10 minutes: shared
+    /// by every server on the store where the engine can (PostgreSQL), else
+    /// in memory ([`registration_quota::for_store`]).
+    pub registration_quota: Arc<dyn RegistrationQuota>,
     /// The counters `--metrics` serves (shared with the accept loop).
     pub metrics: Arc<Metrics>,
     /// Test hook: this command word panics the session (to show a panic stays
@@ -99,6 +101,11 @@ impl Services {
     ) -> Self {
         let fakes = FakeCredentials::new(store.secret());
         let shared_throttle = store.shared_throttle();
+        let registration_quota = registration_quota::for_store(
+            store.as_ref(),
+            DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS,
+            DEFAULT_LOGIN_GRACE,
+        );
         Services {
             store,
             throttle: Throttle::new(),
@@ -113,7 +120,7 @@ impl Services {
             classic_login: true,
             shutting_down: AtomicBool::new(false),
             registration: RegistrationMode::Open,
-            registration_quota: RegistrationQuota::new(DEFAULT_MAX_REGISTRATIONS_PER_ADDRESS),
+            registration_quota,
             metrics: Arc::new(Metrics::new()),
             room: Box::new(Room::local(ChatLimits::default())),
             #[cfg(feature = "test-hooks")]

@@ -20,6 +20,7 @@
 
 pub mod copy;
 pub mod pg_chat;
+pub mod pg_quota;
 pub mod pg_throttle;
 pub mod postgres;
 pub mod sqlite;
@@ -83,6 +84,18 @@ pub trait Store: Send + Sync {
     /// if the engine has one (PostgreSQL's LISTEN/NOTIFY); `None`: each
     /// server's room is its own (SQLite).
     fn chat_bus(&self) -> Option<Arc<dyn crate::chat::bus::ChatBus>> {
+        None
+    }
+    /// The registration quota every server on this store shares, if the engine
+    /// keeps one (PostgreSQL): `limit` (at least 1) registrations per address
+    /// per span, a reservation older than `stale` taken as left by a dead
+    /// server. `None`: each server counts in memory (SQLite). See
+    /// [`registration_quota::for_store`](crate::registration_quota::for_store).
+    fn shared_registration_quota(
+        &self,
+        _limit: usize,
+        _stale: std::time::Duration,
+    ) -> Option<Arc<dyn crate::registration_quota::RegistrationQuota>> {
         None
     }
     /// The user named exactly `login` (admin, migration).

@@ -246,6 +246,17 @@ impl Store for PgUserStore {
         Some(self.chat.clone())
     }
 
+    /// Registration counts in the database, shared by every server on it.
+    fn shared_registration_quota(
+        &self,
+        limit: usize,
+        stale: std::time::Duration,
+    ) -> Option<Arc<dyn crate::registration_quota::RegistrationQuota>> {
+        let quota =
+            crate::store::pg_quota::PgRegistrationQuota::new(self.pool.clone(), limit, stale);
+        Some(Arc::new(quota))
+    }
+
     fn find(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
         let row = self.row_for(
             "SELECT login, password, salt FROM USERS WHERE login = $1",
@@ -479,6 +490,7 @@ fn create_tables(conn: &mut Client) -> Result<(), StoreError> {
     .map_err(db_error)?;
     pg_throttle::create_schema(&mut tx)?;
     pg_chat::create_schema(&mut tx)?;
+    crate::store::pg_quota::create_schema(&mut tx)?;
     tx.commit().map_err(db_error)
 }
 

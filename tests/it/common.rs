@@ -356,8 +356,8 @@ pub fn start_server_binary(
     start_server_binary_with(bin, db, log_level, &[])
 }
 
-/// As [`start_server_binary`], with more settings in the environment
-/// (`DCCN_CHAT_RATE`, ...).
+/// As [`start_server_binary`], with these environment variables set last (so
+/// they win over the defaults set here).
 pub fn start_server_binary_with(
     bin: &str,
     db: &std::path::Path,

@@ -20,6 +20,7 @@ mod limits;
 mod ops;
 mod pg_chat;
 mod pg_cluster;
+mod pg_quota;
 mod pg_store;
 mod pg_throttle;
 mod proxy;
