@@ -264,13 +264,13 @@ machine_ticks() {
 }
 json_field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" "$2"; }
 
-printf '%s\n' "round config mode rate p99_ms errors pg_cores hap_cores srv_cores bench_cores other_cores idle_cores pg_us hap_us srv_us bench_us" >"$T/results.tsv"
-HEAD_FMT='%-5s %-8s %-8s %9s %7s %4s | %5s %5s %5s %5s %5s %5s | %6s %6s %6s %6s\n'
+printf '%s\n' "round config mode rate p99_ms errors pg_cores hap_cores srv_cores bench_cores other_cores idle_cores pg_us hap_us srv_us bench_us failed" >"$T/results.tsv"
+HEAD_FMT='%-5s %-8s %-8s %9s %7s %4s %5s | %5s %5s %5s %5s %5s %5s | %6s %6s %6s %6s\n'
 print_head() {
     # shellcheck disable=SC2059
-    printf "$HEAD_FMT" round config mode "ops/s" "p99 ms" err pg hap srv bench other idle pg hap srv bench
+    printf "$HEAD_FMT" round config mode "ok/s" "p99 ms" err fail pg hap srv bench other idle pg hap srv bench
     # shellcheck disable=SC2059
-    printf "$HEAD_FMT" "" "" "" "" "" "" "cores" "" "" "" "" "" "us/op" "" "" ""
+    printf "$HEAD_FMT" "" "" "" "" "" "" "" "cores" "" "" "" "" "" "us/op" "" "" ""
 }
 
 # One run_bench run with the CPU accounting around it; one row.
@@ -288,14 +288,15 @@ measure() {
     fi
     cat "$T/run.json" >>"$T/runs.log"
     [ "$rc" = 0 ] || say "round $round $name $mode: run_bench exit $rc: $(head -n 3 "$T/run.err" | tr '\n' ' ')"
-    local rate p99 ok errors bench_s
+    local rate p99 ok failed errors bench_s
     rate=$(json_field rate_per_s "$T/run.json")
     p99=$(json_field p99_ms "$T/run.json")
     ok=$(json_field ok "$T/run.json")
     errors=$(json_field errors "$T/run.json")
+    failed=$(json_field failed "$T/run.json")
     bench_s=$(awk '{ print $1 + $2 }' "$T/run.time")
     # shellcheck disable=SC2086
-    awk -v r="$round" -v n="$name" -v mo="$mode" -v rate="$rate" -v p99="$p99" -v err="$errors" \
+    awk -v r="$round" -v n="$name" -v mo="$mode" -v rate="$rate" -v p99="$p99" -v err="$errors" -v failed="$failed" \
         -v ok="$ok" -v tick="$TICK" -v ncpu="$NCPU" -v bench="$bench_s" \
         -v pg=$((pg1 - pg0)) -v hap=$((hap1 - hap0)) -v srv=$((srv1 - srv0)) \
         -v mb0="${m0% *}" -v mt0="${m0#* }" -v mb1="${m1% *}" -v mt1="${m1#* }" -v fmt="$HEAD_FMT" '
@@ -306,14 +307,14 @@ measure() {
             idle = ncpu - busy
             other = busy - (pg + hap + srv + bench) / wall
             if (ok < 1) ok = 1
-            printf fmt, r, n, mo, sprintf("%.0f", rate), sprintf("%.1f", p99), err,
+            printf fmt, r, n, mo, sprintf("%.0f", rate), sprintf("%.1f", p99), err, failed,
                 sprintf("%.2f", pg / wall), sprintf("%.2f", hap / wall), sprintf("%.2f", srv / wall),
                 sprintf("%.2f", bench / wall), sprintf("%.2f", other), sprintf("%.2f", idle),
                 sprintf("%.0f", pg * 1e6 / ok), sprintf("%.0f", hap * 1e6 / ok),
                 sprintf("%.0f", srv * 1e6 / ok), sprintf("%.0f", bench * 1e6 / ok)
-            printf "%s %s %s %.1f %.3f %d %.3f %.3f %.3f %.3f %.3f %.3f %.0f %.0f %.0f %.0f\n",
+            printf "%s %s %s %.1f %.3f %d %.3f %.3f %.3f %.3f %.3f %.3f %.0f %.0f %.0f %.0f %d\n",
                 r, n, mo, rate, p99, err, pg / wall, hap / wall, srv / wall, bench / wall, other, idle,
-                pg * 1e6 / ok, hap * 1e6 / ok, srv * 1e6 / ok, bench * 1e6 / ok >> "'"$T/results.tsv"'"
+                pg * 1e6 / ok, hap * 1e6 / ok, srv * 1e6 / ok, bench * 1e6 / ok, failed >> "'"$T/results.tsv"'"
         }'
 }
 
@@ -334,7 +335,7 @@ echo
 echo "# medians over $ROUNDS rounds (ratio: to sqlite's median); cores and us/op: medians too"
 awk '
     NR == 1 { next }
-    { key = $2 " " $3; n[key]++; for (f = 4; f <= 16; f++) v[key, f, n[key]] = $f }
+    { key = $2 " " $3; n[key]++; for (f = 4; f <= 17; f++) v[key, f, n[key]] = $f }
     function median(key, f,    m, i, j, a, t) {
         m = n[key]
         for (i = 1; i <= m; i++) a[i] = v[key, f, i]
@@ -344,14 +345,14 @@ awk '
     END {
         split("sqlite pg1 pg1-hap pg2-hap pg3-hap", cfg, " ")
         split("login register", modes, " ")
-        printf "%-8s %-8s %9s %6s %7s | %5s %5s %5s %5s %5s %5s | %6s %6s %6s %6s\n", "config", "mode", "ops/s", "ratio", "p99 ms", "pg", "hap", "srv", "bench", "other", "idle", "pg", "hap", "srv", "bench"
+        printf "%-8s %-8s %9s %6s %7s %5s | %5s %5s %5s %5s %5s %5s | %6s %6s %6s %6s\n", "config", "mode", "ok/s", "ratio", "p99 ms", "fail", "pg", "hap", "srv", "bench", "other", "idle", "pg", "hap", "srv", "bench"
         for (mi = 1; mi <= 2; mi++) for (ci = 1; ci <= 5; ci++) {
             key = cfg[ci] " " modes[mi]
             if (!n[key]) continue
             base = n["sqlite " modes[mi]] ? median("sqlite " modes[mi], 4) : 0
             r = median(key, 4)
-            printf "%-8s %-8s %9.0f %6s %7.1f | %5.2f %5.2f %5.2f %5.2f %5.2f %5.2f | %6.0f %6.0f %6.0f %6.0f\n",
-                cfg[ci], modes[mi], r, (base > 0 ? sprintf("%.2f", r / base) : "-"), median(key, 5),
+            printf "%-8s %-8s %9.0f %6s %7.1f %5d | %5.2f %5.2f %5.2f %5.2f %5.2f %5.2f | %6.0f %6.0f %6.0f %6.0f\n",
+                cfg[ci], modes[mi], r, (base > 0 ? sprintf("%.2f", r / base) : "-"), median(key, 5), median(key, 17),
                 median(key, 7), median(key, 8), median(key, 9), median(key, 10), median(key, 11), median(key, 12),
                 median(key, 13), median(key, 14), median(key, 15), median(key, 16)
         }
@@ -371,11 +372,12 @@ for mode in login register; do
     "$B/run_bench" --addr "127.0.0.1:${P_PG[0]}" --mode "$mode" --conns "$CONNS" --secs "$SECS" \
         --user u0x0 --prefix "cal.$mode." --json >"$T/run.json" 2>"$T/run.err" || say "calibration $mode: $(head -n 3 "$T/run.err" | tr '\n' ' ')"
     ok=$(json_field ok "$T/run.json")
+    failed=$(json_field failed "$T/run.json")
     sleep 11
     read -r x1 s1 w1 < <(pg_counters)
-    awk -v m="$mode" -v ok="${ok:-0}" -v x=$((x1 - x0)) -v s=$((s1 - s0)) -v w="$w0" -v w1="$w1" 'BEGIN {
+    awk -v m="$mode" -v ok="${ok:-0}" -v failed="${failed:-0}" -v x=$((x1 - x0)) -v s=$((s1 - s0)) -v w="$w0" -v w1="$w1" 'BEGIN {
         if (ok < 1) { print m ": no successful operation"; exit }
-        printf "%-8s %d ok: %.2f transactions, %.3f WAL flushes, %.0f WAL bytes per operation\n", m, ok, x / ok, s / ok, (w1 - w) / ok }'
+        printf "%-8s %d ok, %d failed: %.2f transactions, %.3f WAL flushes, %.0f WAL bytes per ok operation\n", m, ok, failed, x / ok, s / ok, (w1 - w) / ok }'
 done
 
 echo
