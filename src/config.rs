@@ -149,6 +149,9 @@ pub const LOG_WARN_BURST: u32 = 10;
 pub const LOG_WARN_WINDOW: Duration = Duration::from_secs(60);
 /// Logs: sources whose warnings are counted apart at most (the rest share one count).
 pub const LOG_LIMIT_MAX_SOURCES: usize = 10_000;
+/// How often a session end looks through every source for summaries due
+/// (a source gone quiet still has its folded count told).
+pub const LOG_SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// SCRAM-SHA-256: the default PBKDF2 iteration count (RFC 7677 section 4's floor),
 /// for new rows and for the mock answers to unknown users.
 pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;

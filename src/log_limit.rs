@@ -9,14 +9,21 @@
 //!   [`LOG_NAME_MAX_CHARS`] characters, with the length it had;
 //! - [`LogLimit`]: per source ([`AddressKey`]: IPv4, or IPv6 /64), at most
 //!   [`LOG_WARN_BURST`] warnings per [`LOG_WARN_WINDOW`]; the rest are folded
-//!   into one summary line (how many, over how long, and the last of them),
-//!   written when the source's window has passed or its session ends.
+//!   into a summary line (how many, over how long, and the last of them),
+//!   written when the source's window has passed (at its next warning or
+//!   session end, or at anyone's session end: a sweep at most every
+//!   [`LOG_SWEEP_EVERY`]), and once per window early, when one of its
+//!   sessions ends. Only once: a peer that reconnects for every try ends a
+//!   session per try, and a summary per session end would be a line per try
+//!   again (7,728 lines in 2 s, measured, before this rule).
 //!
 //! At most [`LOG_LIMIT_MAX_SOURCES`] sources are tracked; past that, warnings
 //! of untracked sources share one bucket, summarised the same way.
 
 use crate::address::AddressKey;
-use crate::config::{LOG_LIMIT_MAX_SOURCES, LOG_NAME_MAX_CHARS, LOG_WARN_BURST, LOG_WARN_WINDOW};
+use crate::config::{
+    LOG_LIMIT_MAX_SOURCES, LOG_NAME_MAX_CHARS, LOG_SWEEP_EVERY, LOG_WARN_BURST, LOG_WARN_WINDOW,
+};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -50,6 +57,8 @@ struct Source {
     folded: u64,
     /// The last folded warning, for the summary.
     last_folded: String,
+    /// A session end summarised this window early already.
+    told_early: bool,
 }
 
 impl Source {
@@ -59,20 +68,28 @@ impl Source {
             written: 0,
             folded: 0,
             last_folded: String::new(),
+            told_early: false,
         }
+    }
+
+    fn window_passed(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.window_start) >= LOG_WARN_WINDOW
+    }
+
+    /// The summary line of what was folded so far.
+    fn folded_line(&self, who: &str, now: Instant) -> String {
+        format!(
+            "{who}: {} more warnings folded over {:.0}s; the last: {}",
+            self.folded,
+            now.saturating_duration_since(self.window_start)
+                .as_secs_f64(),
+            self.last_folded
+        )
     }
 
     /// The summary of what was folded, if anything was; the window restarts.
     fn summary(&mut self, who: &str, now: Instant) -> Option<String> {
-        let line = (self.folded > 0).then(|| {
-            format!(
-                "{who}: {} more warnings folded over {:.0}s; the last: {}",
-                self.folded,
-                now.saturating_duration_since(self.window_start)
-                    .as_secs_f64(),
-                self.last_folded
-            )
-        });
+        let line = (self.folded > 0).then(|| self.folded_line(who, now));
         *self = Source::new(now);
         line
     }
@@ -83,6 +100,8 @@ struct State {
     sources: HashMap<AddressKey, Source>,
     /// Warnings of sources not tracked because the table was full.
     overflow: Option<Source>,
+    /// When the sources were last swept for summaries due.
+    last_sweep: Option<Instant>,
 }
 
 /// Per-source rate limit of warning lines, shared by all sessions.
@@ -109,7 +128,7 @@ impl LogLimit {
     /// The session from `peer` ended: its folded warnings are summarised now
     /// rather than at its source's next warning (which may never come).
     pub fn flush(&self, peer: IpAddr) {
-        if let Some(line) = self.flush_at(AddressKey::of(peer), Instant::now()) {
+        for line in self.flush_at(AddressKey::of(peer), Instant::now()) {
             log::warn!("{line}");
         }
     }
@@ -133,7 +152,7 @@ impl LogLimit {
             let source = state.overflow.get_or_insert_with(|| Source::new(now));
             (OVERFLOW_WHO.to_string(), source)
         };
-        if now.saturating_duration_since(source.window_start) >= LOG_WARN_WINDOW {
+        if source.window_passed(now) {
             lines.extend(source.summary(&who, now));
         }
         if source.written < LOG_WARN_BURST {
@@ -146,22 +165,40 @@ impl LogLimit {
         lines
     }
 
-    fn flush_at(&self, key: AddressKey, now: Instant) -> Option<String> {
+    /// The lines a session end of `key` writes: its summary if its window has
+    /// passed, or an early one if none was told this window; and the
+    /// summaries due of every source, at most every [`LOG_SWEEP_EVERY`].
+    fn flush_at(&self, key: AddressKey, now: Instant) -> Vec<String> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let source = state.sources.get_mut(&key)?;
-        // The window goes on (a reconnect must not earn a fresh burst); only
-        // the folded count is said and restarted.
-        let line = (source.folded > 0).then(|| {
-            format!(
-                "{key}: {} more warnings folded over {:.0}s; the last: {}",
-                source.folded,
-                now.saturating_duration_since(source.window_start)
-                    .as_secs_f64(),
-                source.last_folded
-            )
-        });
-        source.folded = 0;
-        line
+        let mut lines = Vec::new();
+        if let Some(source) = state.sources.get_mut(&key) {
+            if source.window_passed(now) {
+                lines.extend(source.summary(&key.to_string(), now));
+            } else if source.folded > 0 && !source.told_early {
+                // The window goes on (a reconnect must not earn a fresh
+                // burst); only the folded count is said and restarted.
+                lines.push(source.folded_line(&key.to_string(), now));
+                source.folded = 0;
+                source.told_early = true;
+            }
+        }
+        if state
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOG_SWEEP_EVERY)
+        {
+            state.last_sweep = Some(now);
+            for (k, source) in state.sources.iter_mut() {
+                if source.folded > 0 && source.window_passed(now) {
+                    lines.extend(source.summary(&k.to_string(), now));
+                }
+            }
+            if let Some(source) = state.overflow.as_mut() {
+                if source.folded > 0 && source.window_passed(now) {
+                    lines.extend(source.summary(OVERFLOW_WHO, now));
+                }
+            }
+        }
+        lines
     }
 
     /// Sources tracked now (for tests).
@@ -229,16 +266,43 @@ mod tests {
         for i in 0..(LOG_WARN_BURST + 3) {
             limit.note(key(1), t0, format!("try {i}"));
         }
-        let line = limit.flush_at(key(1), t0 + Duration::from_secs(2)).unwrap();
+        let lines = limit.flush_at(key(1), t0 + Duration::from_secs(2));
+        assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
-            line.starts_with("10.0.0.1: 3 more warnings folded over 2s"),
-            "{line}"
+            lines[0].starts_with("10.0.0.1: 3 more warnings folded over 2s"),
+            "{lines:?}"
         );
-        assert_eq!(limit.flush_at(key(1), t0), None, "said once");
+        assert!(limit.flush_at(key(1), t0).is_empty(), "said once");
         assert!(
             limit.note(key(1), t0, "again".into()).is_empty(),
             "still folded"
         );
+    }
+
+    #[test]
+    fn a_peer_that_reconnects_for_every_try_gets_no_line_per_session() {
+        let limit = LogLimit::new();
+        let t0 = Instant::now();
+        let mut lines = 0;
+        // One warning, then the session ends: 1,000 times within the window.
+        for i in 0..1000u64 {
+            let now = t0 + Duration::from_millis(i);
+            lines += limit.note(key(1), now, format!("try {i}")).len();
+            lines += limit.flush_at(key(1), now).len();
+        }
+        assert_eq!(
+            lines,
+            LOG_WARN_BURST as usize + 1,
+            "the burst and one early summary"
+        );
+        // The rest is told once the window has passed, at the next session
+        // end of anyone (the sweep), even if this source never comes back.
+        let later = t0 + LOG_WARN_WINDOW + Duration::from_secs(1);
+        let rest = limit.flush_at(key(2), later);
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert!(rest[0].starts_with("10.0.0.1: "), "{rest:?}");
+        assert!(rest[0].ends_with("the last: try 999"), "{rest:?}");
+        assert!(limit.flush_at(key(1), later).is_empty(), "told once");
     }
 
     #[test]
