@@ -212,6 +212,30 @@ impl TestClient {
         self.expect_prompt("__type__")
     }
 
+    /// `register` under a registration quota: `true` if `name` was registered,
+    /// `false` if the quota refused at once (the refusal line, the menu).
+    pub fn register_unless_limited(&mut self, name: &str, password: &str) -> bool {
+        self.send("register");
+        let lines = self.until_prompt();
+        if lines.last().map(String::as_str) != Some("__username__") {
+            assert_eq!(
+                lines,
+                vec![
+                    dccn_auth::protocol::outcome::REGISTRATIONS_LIMITED,
+                    MAIN_MENU,
+                    "__type__"
+                ]
+            );
+            return false;
+        }
+        self.send(name);
+        self.expect_prompt("__password__");
+        self.send(password);
+        self.expect_prompt("__password__");
+        self.send(password);
+        self.expect_prompt("__type__")[0] == "User successfully registered!"
+    }
+
     /// Reads `__nonce__:<salt>:<nonce>` and `__password__`; returns (salt, nonce).
     pub fn expect_challenge(&mut self) -> (String, String) {
         let lines = self.expect_prompt("__password__");

@@ -64,19 +64,7 @@ fn the_quota_is_exact_when_one_address_registers_on_many_connections_at_once() {
                 s.spawn(move || {
                     let mut c = app.client_from([127, 0, 0, 4]);
                     c.expect_greeting();
-                    c.send("register");
-                    let lines = c.until_prompt();
-                    let ok = if lines.last().unwrap() == "__username__" {
-                        c.send(&format!("many{i}"));
-                        c.expect_prompt("__password__");
-                        c.send(PW);
-                        c.expect_prompt("__password__");
-                        c.send(PW);
-                        c.expect_prompt("__type__")[0] == "User successfully registered!"
-                    } else {
-                        assert_eq!(lines, vec![LIMITED, MAIN_MENU, "__type__"]);
-                        false
-                    };
+                    let ok = c.register_unless_limited(&format!("many{i}"), PW);
                     c.quit();
                     ok
                 })

@@ -268,19 +268,7 @@ fn a_race_of_registrations_from_one_address_across_two_servers_acknowledges_exac
             thread::spawn(move || {
                 let mut c = client_from(server, SOURCE);
                 barrier.wait();
-                c.send("register");
-                let lines = c.until_prompt();
-                let ok = if lines.last().map(String::as_str) == Some("__username__") {
-                    c.send(&format!("racer{i}"));
-                    c.expect_prompt("__password__");
-                    c.send(PW);
-                    c.expect_prompt("__password__");
-                    c.send(PW);
-                    c.expect_prompt("__type__")[0] == "User successfully registered!"
-                } else {
-                    assert_eq!(lines, vec![LIMITED, MAIN_MENU, "__type__"]);
-                    false
-                };
+                let ok = c.register_unless_limited(&format!("racer{i}"), PW);
                 c.quit();
                 ok
             })
