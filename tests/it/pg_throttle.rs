@@ -298,3 +298,31 @@ fn expired_rows_are_deleted_and_rows_without_failures_are_not_kept() {
         .collect();
     assert_eq!(addrs, vec!["10.0.0.4".to_string()]);
 }
+
+#[test]
+fn an_older_servers_boolean_begin_function_is_left_in_place() {
+    let Some(db) = test_db() else { return };
+    // As an older server leaves it (its tables aside): the same name and
+    // arguments, a BOOLEAN result. Servers of both versions may share the
+    // database during a rolling upgrade, so it must survive this version's schema.
+    db.connect()
+        .batch_execute(
+            "CREATE FUNCTION dccn_throttle_begin(p_login BYTEA, p_addr TEXT,
+                 pair_free INTEGER, addr_free INTEGER, span INTERVAL, stale INTERVAL)
+                 RETURNS BOOLEAN LANGUAGE sql AS 'SELECT true'",
+        )
+        .unwrap();
+    let t = throttle(&db);
+    assert_eq!(t.begin("ann", addr(1)).unwrap(), Decision::Allowed);
+    t.abandoned("ann", addr(1)).unwrap();
+    let kept: bool = db
+        .connect()
+        .query_one(
+            "SELECT to_regprocedure(
+                 'dccn_throttle_begin(bytea,text,integer,integer,interval,interval)') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(kept, "the older server's function is still there");
+}
