@@ -130,6 +130,19 @@ pub const THROTTLE_MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Throttling: keys kept in memory at most (expired keys go first, then the
 /// oldest with no open window; a key with an open window is never dropped).
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
+/// Throttling: how long a try waits for tries in flight (allowed, not yet
+/// settled) whose outcome decides it: one that could only be refused because
+/// they might fail (no window open) waits for them to settle, then is decided
+/// again. A check takes milliseconds; past this the try is refused unchecked,
+/// as throttled, and not counted. Queueing, not a punishment: a try that no
+/// try in flight could refuse never waits.
+pub const THROTTLE_IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
+/// Shared throttling (in the database, PostgreSQL): the first pause before a
+/// try kept waiting by tries in flight asks again, doubled after each ask up
+/// to [`THROTTLE_BUSY_PAUSE_MAX`] (the database cannot wake a waiter, so it
+/// asks again; in memory a waiter is woken when a try settles instead).
+pub const THROTTLE_BUSY_PAUSE_MIN: Duration = Duration::from_millis(5);
+pub const THROTTLE_BUSY_PAUSE_MAX: Duration = Duration::from_millis(50);
 /// Shared throttling (PostgreSQL): a try still pending after this long is
 /// taken as abandoned (its server died before settling it), so it stops
 /// counting as a failure to come. A try settles within the store timeout.

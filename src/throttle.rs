@@ -18,6 +18,19 @@
 //! allowed try as pending under the same lock, and a pending try counts as a
 //! failure to come, so answers arriving together on many cores get no more
 //! checks than answers arriving one by one.
+//!
+//! A try is refused only inside a window, never for tries in flight alone. One
+//! that failures plus pending tries would refuse, though no window is open, is
+//! [`Decision::Busy`]: whether it may be checked depends on how the tries in
+//! flight end (failures open the window, successes reset the pair), so it waits
+//! for them to settle and is decided again. That is queueing behind the tries
+//! that decide it, not a punishment: a check takes milliseconds, a try nothing
+//! in flight could refuse never waits, and the wait is bounded by
+//! [`THROTTLE_IN_FLIGHT_WAIT`]; past it the try is refused unchecked, as
+//! throttled, and not counted. In memory a waiter sleeps on a condition
+//! variable (the lock released) that every settled try wakes; a
+//! [`SharedThrottle`] is asked again after short pauses
+//! ([`SharedThrottle::begin_waiting`]).
 //! Memory is bounded: at most [`THROTTLE_MAX_KEYS`] keys are kept. Room for a
 //! new key is made by dropping expired keys first (nothing to refuse, no failure
 //! within the span), then the oldest keys with no open window; a key whose window
@@ -34,13 +47,14 @@
 use crate::address::AddressKey;
 use crate::config::{
     ADDR_FAILURE_SPAN, ADDR_FREE_FAILURES, PAIR_FREE_FAILURES, THROTTLE_BASE_WINDOW,
-    THROTTLE_MAX_KEYS, THROTTLE_MAX_WINDOW,
+    THROTTLE_BUSY_PAUSE_MAX, THROTTLE_BUSY_PAUSE_MIN, THROTTLE_IN_FLIGHT_WAIT, THROTTLE_MAX_KEYS,
+    THROTTLE_MAX_WINDOW,
 };
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Failures per address remembered at most: past 20 + 9 the window is at its cap.
@@ -82,11 +96,30 @@ struct State {
     pairs: HashMap<PairKey, PairEntry>,
     addrs: HashMap<AddressKey, AddrEntry>,
     last_prune: Option<Instant>,
+    /// Tries waiting now for tries in flight to settle (so a settle wakes
+    /// someone only when someone waits).
+    waiting: usize,
+}
+
+/// What the throttle says of a try at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// To be checked; counted as pending until it is settled.
+    Allowed,
+    /// Refused unchecked, not counted: a window is open (or, in memory, there
+    /// is no room for its keys).
+    Refused,
+    /// No window is open, but the tries in flight, were they all to fail,
+    /// would open one: neither checked nor refused yet, not counted. Ask again
+    /// once they have settled.
+    Busy,
 }
 
 /// Shared by all sessions: decides whether a login try may be checked.
 pub struct Throttle {
     state: Mutex<State>,
+    /// Notified when a pending try settles, for the tries waiting on it.
+    settled: Condvar,
     hasher: RandomState,
     stats: ThrottleStats,
 }
@@ -100,6 +133,11 @@ pub struct ThrottleStats {
     pub refused: AtomicU64,
     /// Tries refused because every kept key held an open window (no room).
     pub refused_full: AtomicU64,
+    /// Tries that had to wait for tries in flight (whatever came of them).
+    pub waited: AtomicU64,
+    /// Tries refused because the tries in flight did not settle within
+    /// [`THROTTLE_IN_FLIGHT_WAIT`].
+    pub refused_in_flight: AtomicU64,
 }
 
 impl Default for Throttle {
@@ -120,6 +158,7 @@ impl Throttle {
     pub fn new() -> Self {
         Throttle {
             state: Mutex::new(State::default()),
+            settled: Condvar::new(),
             hasher: RandomState::new(),
             stats: ThrottleStats::default(),
         }
@@ -136,37 +175,54 @@ impl Throttle {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Would a try for `user` from `addr` be checked now? A query only (for
-    /// tests and tools): sessions use [`begin`](Self::begin), which decides and
-    /// counts the try as pending under one lock.
+    /// Would a try for `user` from `addr` be checked now, without waiting? A
+    /// query only (for tests and tools): sessions use [`begin`](Self::begin),
+    /// which decides and counts the try as pending under one lock.
     pub fn allows(&self, user: &str, addr: impl Into<AddressKey>, now: Instant) -> bool {
-        let addr = addr.into();
-        let key = self.key(user, addr);
-        let state = self.lock();
-        Self::verdict(&state, &key, now)
+        self.decision(user, addr, now) == Decision::Allowed
     }
 
-    /// Checked if no window is open and, counting every pending try as a
-    /// failure to come, none would open: so tries arriving together get no more
-    /// checks than tries arriving one by one.
-    fn verdict(state: &State, key: &PairKey, now: Instant) -> bool {
+    /// What [`begin`](Self::begin) would decide now before any wait (a query
+    /// only, for tests and tools).
+    pub fn decision(&self, user: &str, addr: impl Into<AddressKey>, now: Instant) -> Decision {
+        let key = self.key(user, addr.into());
+        Self::verdict(&self.lock(), &key, now)
+    }
+
+    /// Refused inside a window. Otherwise checked unless, counting every
+    /// pending try as a failure to come, a window could open: so tries
+    /// arriving together get no more checks than tries arriving one by one.
+    /// Such a try is busy, not refused: the tries in flight decide it.
+    fn verdict(state: &State, key: &PairKey, now: Instant) -> Decision {
         let open = |until: Option<Instant>| until.is_some_and(|t| now < t);
-        let pair_ok = state.pairs.get(key).is_none_or(|e| {
-            !open(e.blocked_until)
-                && (e.pending == 0 || e.consecutive_failures + e.pending < PAIR_FREE_FAILURES)
+        let pair = state.pairs.get(key);
+        let addr = state.addrs.get(&key.addr);
+        if pair.is_some_and(|e| open(e.blocked_until))
+            || addr.is_some_and(|e| open(e.blocked_until))
+        {
+            return Decision::Refused;
+        }
+        let pair_full = pair.is_some_and(|e| {
+            e.pending > 0 && e.consecutive_failures + e.pending >= PAIR_FREE_FAILURES
         });
-        let addr_ok = state.addrs.get(&key.addr).is_none_or(|e| {
-            !open(e.blocked_until)
-                && (e.pending == 0 || e.recent_failures(now) + e.pending < ADDR_FREE_FAILURES)
+        let addr_full = addr.is_some_and(|e| {
+            e.pending > 0 && e.recent_failures(now) + e.pending >= ADDR_FREE_FAILURES
         });
-        pair_ok && addr_ok
+        if pair_full || addr_full {
+            Decision::Busy
+        } else {
+            Decision::Allowed
+        }
     }
 
     /// Decides whether a try for `user` from `addr` may be checked, and if so
-    /// counts it as pending in the same critical section. `None`: refuse it
-    /// unchecked (not counted), also when it would need a new key and no room
-    /// can be made without forgetting an open window. Settle the returned
-    /// [`CheckedTry`] with [`failed`](CheckedTry::failed) or
+    /// counts it as pending in the same critical section. A busy try (see
+    /// [`Decision::Busy`]) waits for the tries in flight to settle, at most
+    /// [`THROTTLE_IN_FLIGHT_WAIT`], and is decided again (the time it waited
+    /// added to `now`). `None`: refuse it unchecked (not counted): inside a
+    /// window, still busy at the end of the wait, or when it would need a new
+    /// key and no room can be made without forgetting an open window. Settle
+    /// the returned [`CheckedTry`] with [`failed`](CheckedTry::failed) or
     /// [`succeeded`](CheckedTry::succeeded); dropped unsettled, it only
     /// stops being pending.
     pub fn begin(
@@ -175,13 +231,52 @@ impl Throttle {
         addr: impl Into<AddressKey>,
         now: Instant,
     ) -> Option<CheckedTry<'_>> {
-        let addr = addr.into();
+        self.begin_within(user, addr.into(), now, THROTTLE_IN_FLIGHT_WAIT)
+    }
+
+    /// [`begin`](Self::begin), waiting at most `max_wait` while busy.
+    fn begin_within(
+        &self,
+        user: &str,
+        addr: AddressKey,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Option<CheckedTry<'_>> {
         let key = self.key(user, addr);
+        let started = Instant::now();
         let mut state = self.lock();
-        if !Self::verdict(&state, &key, now) {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
+        let mut waited = false;
+        let now = loop {
+            let elapsed = started.elapsed();
+            let now = now + elapsed;
+            match Self::verdict(&state, &key, now) {
+                Decision::Allowed => break now,
+                Decision::Refused => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Decision::Busy => {
+                    let left = max_wait.saturating_sub(elapsed);
+                    if left.is_zero() {
+                        self.stats.refused_in_flight.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    if !waited {
+                        waited = true;
+                        self.stats.waited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The lock is released while waiting; woken by a settled
+                    // try (or the deadline, or spuriously), decide again.
+                    state.waiting += 1;
+                    state = self
+                        .settled
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    state.waiting -= 1;
+                }
+            }
+        };
         let new_keys = usize::from(!state.pairs.contains_key(&key))
             + usize::from(!state.addrs.contains_key(&addr));
         if !Self::make_room(&mut state, new_keys, now) {
@@ -214,7 +309,9 @@ impl Throttle {
         })
     }
 
-    /// One pending try of `key` is settled (or abandoned).
+    /// One pending try of `key` is settled (or abandoned). The caller wakes
+    /// the waiters ([`wake_waiters`](Self::wake_waiters)) once the state
+    /// shows the try's outcome.
     fn settle(state: &mut State, key: &PairKey) {
         if let Some(e) = state.pairs.get_mut(key) {
             e.pending = e.pending.saturating_sub(1);
@@ -222,6 +319,19 @@ impl Throttle {
         if let Some(e) = state.addrs.get_mut(&key.addr) {
             e.pending = e.pending.saturating_sub(1);
         }
+    }
+
+    /// Tries waiting on tries in flight decide again (they run once the
+    /// caller releases the lock).
+    fn wake_waiters(&self, state: &State) {
+        if state.waiting > 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    /// Tries waiting now for tries in flight (for tests and logs).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
     }
 
     /// A checked try failed.
@@ -232,27 +342,32 @@ impl Throttle {
 
     fn failed(&self, key: PairKey, was_pending: bool, now: Instant) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        let addr = key.addr;
         let mut state = self.lock();
         if was_pending {
             Self::settle(&mut state, &key);
         }
-        Self::prune_if_due(&mut state, now);
+        Self::count_failure(&mut state, key, now);
+        self.wake_waiters(&state);
+    }
+
+    fn count_failure(state: &mut State, key: PairKey, now: Instant) {
+        let addr = key.addr;
+        Self::prune_if_due(state, now);
         let new_keys = usize::from(!state.pairs.contains_key(&key))
             + usize::from(!state.addrs.contains_key(&addr));
-        if !Self::make_room(&mut state, new_keys, now) {
+        if !Self::make_room(state, new_keys, now) {
             // Only reachable without a prior `allows` (which made the room).
             return;
         }
 
-        let pair = Self::pair_entry(&mut state, key, now);
+        let pair = Self::pair_entry(state, key, now);
         pair.consecutive_failures = pair.consecutive_failures.saturating_add(1);
         pair.last_failure = now;
         if pair.consecutive_failures >= PAIR_FREE_FAILURES {
             pair.blocked_until = Some(now + window(pair.consecutive_failures, PAIR_FREE_FAILURES));
         }
 
-        let entry = Self::addr_entry(&mut state, addr);
+        let entry = Self::addr_entry(state, addr);
         while entry
             .failures
             .front()
@@ -273,7 +388,9 @@ impl Throttle {
     /// A checked try succeeded: the pair starts afresh (the address counter does not).
     pub fn record_success(&self, user: &str, addr: impl Into<AddressKey>) {
         let key = self.key(user, addr.into());
-        Self::reset_pair(&mut self.lock(), &key);
+        let mut state = self.lock();
+        Self::reset_pair(&mut state, &key);
+        self.wake_waiters(&state);
     }
 
     /// The pair starts afresh; its entry stays while other tries are pending.
@@ -388,6 +505,7 @@ impl CheckedTry<'_> {
         let mut state = self.throttle.lock();
         Throttle::settle(&mut state, &self.key);
         Throttle::reset_pair(&mut state, &self.key);
+        self.throttle.wake_waiters(&state);
     }
 }
 
@@ -395,8 +513,33 @@ impl Drop for CheckedTry<'_> {
     fn drop(&mut self) {
         // Abandoned (the session ended or panicked before the result).
         if !self.settled {
-            Throttle::settle(&mut self.throttle.lock(), &self.key);
+            let mut state = self.throttle.lock();
+            Throttle::settle(&mut state, &self.key);
+            self.throttle.wake_waiters(&state);
         }
+    }
+}
+
+/// Asks `decide` until it says other than [`Decision::Busy`], or `max_wait`
+/// has passed. A store cannot wake a waiter when a try settles, so the pause
+/// between asks starts at [`THROTTLE_BUSY_PAUSE_MIN`] (a check takes a few
+/// milliseconds) and doubles up to [`THROTTLE_BUSY_PAUSE_MAX`] (so many
+/// waiters do not keep the database busy asking). Not a punishment: only a
+/// try the tries in flight may still refuse waits.
+pub fn ask_while_busy<E>(
+    max_wait: Duration,
+    mut decide: impl FnMut() -> Result<Decision, E>,
+) -> Result<Decision, E> {
+    let started = Instant::now();
+    let mut pause = THROTTLE_BUSY_PAUSE_MIN;
+    loop {
+        let decision = decide()?;
+        let left = max_wait.saturating_sub(started.elapsed());
+        if decision != Decision::Busy || left.is_zero() {
+            return Ok(decision);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(THROTTLE_BUSY_PAUSE_MAX);
     }
 }
 
@@ -411,9 +554,20 @@ enum Key {
 /// An error means the database did not answer: the caller refuses the try
 /// (fails closed).
 pub trait SharedThrottle: Send + Sync {
-    /// May a try for `user` from `addr` be checked? If so it is counted as
-    /// pending; settle it with exactly one of the three calls below.
-    fn begin(&self, user: &str, addr: AddressKey) -> Result<bool, crate::store::StoreError>;
+    /// May a try for `user` from `addr` be checked now (one look, no wait)?
+    /// If [`Decision::Allowed`] it is counted as pending; settle it with
+    /// exactly one of the three calls below.
+    fn begin(&self, user: &str, addr: AddressKey) -> Result<Decision, crate::store::StoreError>;
+    /// [`begin`](Self::begin), asked again while the try is busy (tries in
+    /// flight decide it), at most [`THROTTLE_IN_FLIGHT_WAIT`]: `Busy` back
+    /// means it still was at the end (the caller refuses it unchecked).
+    fn begin_waiting(
+        &self,
+        user: &str,
+        addr: AddressKey,
+    ) -> Result<Decision, crate::store::StoreError> {
+        ask_while_busy(THROTTLE_IN_FLIGHT_WAIT, || self.begin(user, addr))
+    }
     /// The checked try failed.
     fn failed(&self, user: &str, addr: AddressKey) -> Result<(), crate::store::StoreError>;
     /// The checked try succeeded: the pair starts afresh.
@@ -620,7 +774,9 @@ mod tests {
         let t = Arc::new(Throttle::new());
         let t0 = Instant::now();
         // Every thread asks first, and only then do the checked ones fail: the
-        // widest possible gap between check and count.
+        // widest possible gap between check and count. (The others wait for
+        // the 5 in flight, which settle only once every thread has asked: they
+        // are refused when THROTTLE_IN_FLIGHT_WAIT runs out.)
         let asked = Arc::new(Barrier::new(THREADS));
         let threads: Vec<_> = (0..THREADS)
             .map(|_| {
@@ -643,5 +799,169 @@ mod tests {
             .count();
         assert_eq!(checked, PAIR_FREE_FAILURES as usize);
         assert!(t.begin("ann", ip(1), t0).is_none());
+    }
+
+    /// Waits (bounded) until `n` tries wait on tries in flight.
+    fn until_waiting(t: &Throttle, n: usize) {
+        let deadline = Instant::now() + S(10);
+        while t.waiting() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(t.waiting(), n, "tries waiting on the tries in flight");
+    }
+
+    /// No failure at all: tries in flight make the others wait, never refuse
+    /// them (issue 11's bound refused up to two thirds of correct logins).
+    #[test]
+    fn tries_in_flight_with_no_failure_make_others_wait_not_refused() {
+        use std::sync::Arc;
+        const THREADS: usize = 16;
+        let t = Arc::new(Throttle::new());
+        let t0 = Instant::now();
+        // Five tries in flight: each may still fail, so a sixth is not checked yet.
+        let held: Vec<_> = (0..PAIR_FREE_FAILURES)
+            .map(|_| t.begin("ann", ip(1), t0).expect("no failure: checked"))
+            .collect();
+        assert_eq!(t.decision("ann", ip(1), t0), Decision::Busy);
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let attempt = t.begin("ann", ip(1), Instant::now());
+                    let checked = attempt.is_some();
+                    if let Some(a) = attempt {
+                        a.succeeded();
+                    }
+                    checked
+                })
+            })
+            .collect();
+        until_waiting(&t, THREADS);
+        for h in held {
+            h.succeeded();
+        }
+        let checked = threads
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&c| c)
+            .count();
+        assert_eq!(checked, THREADS, "every correct login is checked");
+        let stats = t.stats();
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.refused_in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.waited.load(Ordering::Relaxed), THREADS as u64);
+    }
+
+    /// Wrong answers racing without a barrier between decision and result:
+    /// the waiters are decided by the failures in flight, and exactly 5 are
+    /// checked (the rest refused at once by the window, not by the deadline).
+    #[test]
+    fn racing_wrong_answers_are_checked_exactly_five_times_then_refused() {
+        use std::sync::{Arc, Barrier};
+        const THREADS: usize = 16;
+        let t = Arc::new(Throttle::new());
+        let start = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (t, start) = (t.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let attempt = t.begin("ann", ip(1), Instant::now());
+                    let checked = attempt.is_some();
+                    if let Some(a) = attempt {
+                        a.failed(Instant::now());
+                    }
+                    checked
+                })
+            })
+            .collect();
+        let checked = threads
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&c| c)
+            .count();
+        assert_eq!(checked, PAIR_FREE_FAILURES as usize);
+        assert_eq!(t.stats().refused_in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(t.decision("ann", ip(1), Instant::now()), Decision::Refused);
+    }
+
+    /// The outcome of the try in flight decides the waiter: a failure that
+    /// opens the window refuses it, a success lets it be checked.
+    #[test]
+    fn the_try_in_flight_decides_the_waiting_one() {
+        for (fails, want_checked) in [(true, false), (false, true)] {
+            let t = Throttle::new();
+            let t0 = Instant::now();
+            for _ in 0..PAIR_FREE_FAILURES - 1 {
+                t.record_failure("ann", ip(1), t0);
+            }
+            let in_flight = t.begin("ann", ip(1), t0).expect("4 failures: checked");
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| t.begin("ann", ip(1), t0).is_some());
+                until_waiting(&t, 1);
+                if fails {
+                    in_flight.failed(t0);
+                } else {
+                    in_flight.succeeded();
+                }
+                assert_eq!(waiter.join().unwrap(), want_checked, "fails: {fails}");
+            });
+        }
+    }
+
+    /// 20 tries in flight from one address (20 names, no failure): the 21st
+    /// waits; past the wait it is refused unchecked and not counted.
+    #[test]
+    fn a_try_still_busy_at_the_deadline_is_refused_and_not_counted() {
+        let t = Throttle::new();
+        let t0 = Instant::now();
+        let held: Vec<_> = (0..ADDR_FREE_FAILURES)
+            .map(|i| t.begin(&format!("n{i}"), ip(1), t0).expect("checked"))
+            .collect();
+        assert_eq!(t.decision("zed", ip(1), t0), Decision::Busy);
+        let wait = Duration::from_millis(20);
+        assert!(t.begin_within("zed", ip(1).into(), t0, wait).is_none());
+        let stats = t.stats();
+        assert_eq!(stats.refused_in_flight.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+        drop(held); // abandoned: nothing in flight any more
+        assert!(t.begin_within("zed", ip(1).into(), t0, wait).is_some());
+    }
+
+    #[test]
+    fn a_shared_throttle_is_asked_again_while_busy_until_the_deadline() {
+        let mut asked = 0;
+        let decided = ask_while_busy::<()>(S(10), || {
+            asked += 1;
+            Ok(if asked < 3 {
+                Decision::Busy
+            } else {
+                Decision::Allowed
+            })
+        });
+        assert_eq!((decided, asked), (Ok(Decision::Allowed), 3));
+        let started = Instant::now();
+        let mut asked = 0;
+        let decided = ask_while_busy::<()>(Duration::from_millis(30), || {
+            asked += 1;
+            Ok(Decision::Busy)
+        });
+        assert_eq!(
+            decided,
+            Ok(Decision::Busy),
+            "still busy: the caller refuses"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(asked >= 2, "asked again after a pause: {asked}");
+        // A refusal or an error ends the asking at once.
+        assert_eq!(
+            ask_while_busy::<()>(S(10), || Ok(Decision::Refused)),
+            Ok(Decision::Refused)
+        );
+        assert_eq!(
+            ask_while_busy(S(10), || Err::<Decision, _>("down")),
+            Err("down")
+        );
     }
 }

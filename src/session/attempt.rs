@@ -2,12 +2,16 @@
 //! checked, then settled with its result, whichever throttle the server runs
 //! (in memory with SQLite, shared in the database with PostgreSQL).
 //!
+//! A try that only tries in flight could refuse waits for them to settle
+//! (bounded by `THROTTLE_IN_FLIGHT_WAIT`, see [`crate::throttle`]); still
+//! undecided then, it is refused unchecked as throttled.
+//!
 //! The shared throttle failing (PostgreSQL down or slow) fails closed: the
 //! try is refused unchecked, logged and counted as a store error.
 
 use super::{Services, Session};
 use crate::address::AddressKey;
-use crate::throttle::{CheckedTry, SharedThrottle};
+use crate::throttle::{CheckedTry, Decision, SharedThrottle};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -30,8 +34,9 @@ pub(super) struct SharedTry<'a> {
 }
 
 impl<'s, T> Session<'s, T> {
-    /// Asks the throttle whether a try for `user` may be checked now; `None`:
-    /// refuse it unchecked (the caller logs the refusal).
+    /// Asks the throttle whether a try for `user` may be checked, waiting
+    /// while tries in flight decide it; `None`: refuse it unchecked (the
+    /// caller logs the refusal).
     pub(super) fn begin_try(&self, user: &str) -> Option<Attempt<'s>> {
         let Some(shared) = self.svc.shared_throttle.as_deref() else {
             return self
@@ -41,8 +46,8 @@ impl<'s, T> Session<'s, T> {
                 .map(Attempt::Local);
         };
         let addr = AddressKey::from(self.peer);
-        match shared.begin(user, addr) {
-            Ok(true) => Some(Attempt::Shared(SharedTry {
+        match shared.begin_waiting(user, addr) {
+            Ok(Decision::Allowed) => Some(Attempt::Shared(SharedTry {
                 throttle: shared,
                 svc: self.svc,
                 peer: self.peer,
@@ -50,7 +55,7 @@ impl<'s, T> Session<'s, T> {
                 addr,
                 settled: false,
             })),
-            Ok(false) => None,
+            Ok(Decision::Refused | Decision::Busy) => None,
             Err(e) => {
                 throttle_failed(self.svc, self.peer, &e);
                 None

@@ -14,12 +14,22 @@
 //! - The database's clock only (`clock_timestamp()`): servers whose clocks
 //!   disagree still share one window.
 //! - Each step is one statement calling a PL/pgSQL function, so one round trip:
-//!   `dccn_throttle_begin` decides and counts the try as pending under the row
+//!   `dccn_throttle_decide` decides and counts the try as pending under the row
 //!   locks of the address and the pair (always taken in that order, so two
 //!   servers never deadlock), exactly as [`Throttle::begin`](crate::throttle::Throttle::begin)
-//!   does under its mutex; `dccn_throttle_failed` / `dccn_throttle_succeeded`
+//!   does under its mutex; `dccn_throttle_failed` / `dccn_throttle_settle`
 //!   settle it. Tries racing on several servers therefore get no more checks
 //!   than tries arriving one by one.
+//! - `dccn_throttle_decide` answers `allowed`, `refused` (a window is open) or
+//!   `busy` (only the tries in flight could refuse it): a busy try is asked
+//!   again after a short pause until it is decided or
+//!   [`THROTTLE_IN_FLIGHT_WAIT`](crate::config::THROTTLE_IN_FLIGHT_WAIT) has
+//!   passed ([`SharedThrottle::begin_waiting`]).
+//! - Upgrade: an older server's `dccn_throttle_begin` (BOOLEAN: tries in flight
+//!   refuse) is left in place rather than dropped, so servers of both versions
+//!   can share one database during a rolling upgrade (both keep the same
+//!   counters; an old server's `row.get::<bool>` would break on a changed
+//!   return type). Nothing of this version calls it.
 //! - A pending try whose server died never settles: pending counts older than
 //!   [`PG_THROTTLE_PENDING_STALE`] are ignored, so such a source is not locked
 //!   out for good.
@@ -36,7 +46,7 @@ use crate::config::{
     THROTTLE_BASE_WINDOW, THROTTLE_MAX_WINDOW,
 };
 use crate::store::StoreError;
-use crate::throttle::SharedThrottle;
+use crate::throttle::{Decision, SharedThrottle};
 use postgres::types::Type;
 use postgres::{GenericClient, NoTls};
 use r2d2::Pool;
@@ -80,9 +90,11 @@ LANGUAGE sql IMMUTABLE AS $f$
                                        max_ms) / 1000.0)
 $f$;
 
-CREATE OR REPLACE FUNCTION dccn_throttle_begin(p_login BYTEA, p_addr TEXT,
+-- 'allowed' (counted as pending), 'refused' (a window is open) or 'busy'
+-- (no window, but failures + tries in flight could open one: ask again).
+CREATE OR REPLACE FUNCTION dccn_throttle_decide(p_login BYTEA, p_addr TEXT,
         pair_free INTEGER, addr_free INTEGER, span INTERVAL, stale INTERVAL)
-        RETURNS BOOLEAN
+        RETURNS TEXT
 LANGUAGE plpgsql AS $f$
 DECLARE
     t  TIMESTAMPTZ := clock_timestamp();
@@ -106,16 +118,18 @@ BEGIN
     IF p.last_failure < t - span AND coalesce(p.blocked_until <= t, true) THEN
         p.consecutive_failures := 0;
     END IF;
-    IF coalesce(a.blocked_until > t, false) OR coalesce(p.blocked_until > t, false)
-       OR (p_pending > 0 AND p.consecutive_failures + p_pending >= pair_free)
+    IF coalesce(a.blocked_until > t, false) OR coalesce(p.blocked_until > t, false) THEN
+        RETURN 'refused';
+    END IF;
+    IF (p_pending > 0 AND p.consecutive_failures + p_pending >= pair_free)
        OR (a_pending > 0 AND recent + a_pending >= addr_free) THEN
-        RETURN false;
+        RETURN 'busy';
     END IF;
     UPDATE THROTTLE_ADDR SET pending = a_pending + 1, pending_since = t WHERE addr = p_addr;
     UPDATE THROTTLE_PAIR SET pending = p_pending + 1, pending_since = t,
         consecutive_failures = p.consecutive_failures
         WHERE login = p_login AND addr = p_addr;
-    RETURN true;
+    RETURN 'allowed';
 END
 $f$;
 
@@ -244,14 +258,14 @@ impl PgThrottle {
 }
 
 impl SharedThrottle for PgThrottle {
-    fn begin(&self, user: &str, addr: AddressKey) -> Result<bool, StoreError> {
+    fn begin(&self, user: &str, addr: AddressKey) -> Result<Decision, StoreError> {
         let addr = addr.to_string();
         let pair_free = PAIR_FREE_FAILURES as i32;
         let addr_free = ADDR_FREE_FAILURES as i32;
         let row = self
             .conn()?
             .query_typed_one(
-                "SELECT dccn_throttle_begin($1, $2, $3, $4, $5::interval, $6::interval)",
+                "SELECT dccn_throttle_decide($1, $2, $3, $4, $5::interval, $6::interval)",
                 &[
                     (&user.as_bytes(), Type::BYTEA),
                     (&addr, Type::TEXT),
@@ -262,7 +276,15 @@ impl SharedThrottle for PgThrottle {
                 ],
             )
             .map_err(db_error)?;
-        Ok(row.get(0))
+        let decision: &str = row.try_get(0).map_err(db_error)?;
+        match decision {
+            "allowed" => Ok(Decision::Allowed),
+            "refused" => Ok(Decision::Refused),
+            "busy" => Ok(Decision::Busy),
+            other => Err(StoreError(format!(
+                "PostgreSQL throttle: unexpected decision {other:?}"
+            ))),
+        }
     }
 
     fn failed(&self, user: &str, addr: AddressKey) -> Result<(), StoreError> {

@@ -30,5 +30,6 @@ mod scram;
 mod security;
 mod server;
 mod store_suite;
+mod throttle_wait;
 mod tls;
 mod tls_client;
