@@ -9,6 +9,7 @@
 mod child;
 mod common;
 mod copy_db;
+mod pty;
 
 mod bench;
 mod chat;
