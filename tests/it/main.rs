@@ -13,6 +13,7 @@ mod pty;
 
 mod bench;
 mod chat;
+mod chat_terminal;
 mod client;
 mod faults;
 mod haproxy;

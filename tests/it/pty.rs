@@ -111,6 +111,17 @@ impl PtyChild {
         self.expect_where(needle, |_, _| true);
     }
 
+    /// Waits until `line` appears as a whole line after what was already
+    /// matched: between line breaks (CR or LF), so `> hallo` is the echo line,
+    /// not the end of the typed `chat> hallo`.
+    pub fn expect_line(&mut self, line: &str) {
+        let is_break = |c: Option<char>| matches!(c, Some('\r' | '\n'));
+        self.expect_where(line, |before, after| {
+            (before.is_empty() || is_break(before.chars().next_back()))
+                && is_break(after.chars().next())
+        });
+    }
+
     /// Waits until `needle` appears after what was already matched, at a place
     /// where `fits(text before, text after)`; fails the test after
     /// [`EXPECT_WITHIN`], showing what the terminal showed.
