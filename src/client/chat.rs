@@ -21,6 +21,7 @@ use super::dialogue::Client;
 use super::error::{ClientError, Result, EXIT_OK, EXIT_REFUSED};
 use super::lines::ServerLine;
 use super::request::{read_one_line, Password};
+use super::visible::visible;
 use crate::codec::ReadError;
 use crate::config::{CHAT_MAX_TEXT_BYTES, MAX_LINE_BYTES};
 use crate::protocol::{chat, control, error, outcome};
@@ -58,7 +59,7 @@ pub enum ChatEnd {
 
 impl Client {
     /// Runs chat mode until it ends: lines from `input` are sent, every room
-    /// line is handed to `show`. Sends `/ping` after a quiet
+    /// line is handed to `show`, its control characters escaped. Sends `/ping` after a quiet
     /// [`CHAT_CLIENT_PING_AFTER`] (and hides its `* pong`).
     pub fn chat_pump(
         &mut self,
@@ -104,7 +105,12 @@ impl Client {
                 chat::PONG if hidden_pongs > 0 => hidden_pongs -= 1,
                 other => match other.strip_prefix(error::PREFIX) {
                     Some(reason) => fatal = Some(reason.to_string()),
-                    None => show(other),
+                    // A hostile server could send escape sequences (set the
+                    // window title, clear the screen): shown escaped, as every
+                    // other server line is (`visible`). Our server refuses
+                    // control characters in chat text, so its lines pass as
+                    // they are.
+                    None => show(&visible(other)),
                 },
             }
         }

@@ -691,6 +691,69 @@ fn server_text_reaches_the_terminal_with_controls_escaped() {
     let _ = server.join();
 }
 
+/// A fake server where the client says `chat` at the first `__type__` (after
+/// logging `zed` in, when `login_first`): it sends a room line carrying
+/// [`HOSTILE`], then expects `ends_with` (`/leave` or `/quit`) and ends.
+fn hostile_room(login_first: bool, ends_with: &'static str) -> (u16, JoinHandle<()>) {
+    fake_server(move |p| {
+        p.say(&["menu", "__type__"]);
+        if login_first {
+            let salt = "00112233445566778899aabbccddeeff";
+            let nonce = "ffeeddccbbaa99887766554433221100";
+            assert_eq!(p.hear(), "login");
+            p.say(&["__username__"]);
+            assert_eq!(p.hear(), "zed");
+            p.say(&[&format!("__nonce__:{salt}:{nonce}"), "__password__"]);
+            p.hear();
+            p.say(&["Successfully login", "Access granted!", "menu", "__type__"]);
+        }
+        assert_eq!(p.hear(), "chat");
+        let hostile = format!("eve: {HOSTILE}");
+        p.say(&[
+            "welcome",
+            "__chat__",
+            "* members: 1",
+            "* member: zed",
+            &hostile,
+        ]);
+        assert_eq!(p.hear(), ends_with);
+        if ends_with == "/leave" {
+            p.say(&["__endchat__", "menu", "__type__"]);
+            assert_eq!(p.hear(), "quit");
+        }
+        p.say(&["__quit__"]);
+    })
+}
+
+#[test]
+fn chat_lines_from_a_hostile_server_reach_the_terminal_with_controls_escaped() {
+    // Scripted chat: room lines on standard output.
+    let (port, server) = hostile_room(true, "/quit");
+    let run = act(port, "chat", "zed", GOOD);
+    assert_run(
+        &run,
+        0,
+        &format!("* members: 1\n* member: zed\neve: {HOSTILE_SHOWN}\n"),
+    );
+    server.join().expect("the fake server's script");
+    // Interactive chat: printed above the `chat> ` prompt by the line editor.
+    let (port, server) = hostile_room(false, "/leave");
+    let mut pty = interactive(port);
+    pty.expect(">> ");
+    pty.type_line("chat");
+    pty.expect_line(&format!("eve: {HOSTILE_SHOWN}"));
+    pty.type_line("/leave");
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.screen());
+    // The line editor writes escape sequences of its own; none of these.
+    let raw = pty.text();
+    for sequence in ["\x1b]0;owned", "\x1b[2J", "\rfake", "\u{9b}"] {
+        assert!(!raw.contains(sequence), "{sequence:?} in {raw:?}");
+    }
+    server.join().expect("the fake server's script");
+}
+
 const NO_CHALLENGE: &str = "run_client: protocol error: the server asked for the password \
      without a challenge (__password__ with no __nonce__ before it); the password was not sent\n";
 
