@@ -9,6 +9,7 @@ use crate::chat::enter;
 use crate::common::*;
 use crate::pty::PtyChild;
 use std::process::Command;
+use std::time::Duration;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_run_client");
 const PW: &str = "Passw0rdChat";
@@ -94,4 +95,54 @@ fn a_person_chats_in_a_terminal_while_room_lines_arrive_above_the_half_typed_lin
     assert_eq!(pty.wait().code(), Some(0), "{}", pty.screen());
     bob.send("/quit");
     assert_eq!(bob.rest(), ["__quit__"]);
+}
+
+/// At the first `>> `: logs `name` in and enters the chat, alone in the room.
+fn alone_in_the_chat(pty: &mut PtyChild, name: &str) {
+    log_in_at_the_terminal(pty, name, PW);
+    pty.type_line("chat");
+    pty.expect_line("* members: 1");
+    pty.expect_line(&format!("* member: {name}"));
+    pty.expect("chat> ");
+}
+
+#[test]
+fn ctrl_d_leaves_the_chat_and_ctrl_c_or_quit_end_the_client_at_once() {
+    let app = spawn_app();
+    app.register("alice", PW);
+    // Ctrl-D is /leave: back at the logged-in menu.
+    let mut pty = interactive(app.addr.port());
+    alone_in_the_chat(&mut pty, "alice");
+    pty.type_keys("\x04");
+    pty.expect_line(USER_MENU);
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.screen());
+    // Ctrl-C and /quit end the session and the client, with nothing left to
+    // press: the person asked for it.
+    for keys in ["\x03", "/quit\r"] {
+        let mut pty = interactive(app.addr.port());
+        alone_in_the_chat(&mut pty, "alice");
+        pty.type_keys(keys);
+        assert_eq!(pty.wait().code(), Some(0), "{keys:?}: {}", pty.screen());
+        assert!(
+            !pty.screen().contains("press Enter"),
+            "{keys:?}: {}",
+            pty.screen()
+        );
+    }
+}
+
+#[test]
+fn a_chat_the_server_ends_is_reported_at_once_with_its_reason() {
+    let app = spawn_app_with(|c| c.session_timeout = Duration::from_secs(2), |_| {});
+    app.register("alice", PW);
+    let mut pty = interactive(app.addr.port());
+    alone_in_the_chat(&mut pty, "alice");
+    // Nothing typed: the server's timeout ends the session while the editor
+    // waits for the person, who is told why and what to do.
+    pty.expect("(the chat is over: the server ended the session: timed out; press Enter)");
+    pty.type_line("");
+    pty.expect_line("run_client: the server ended the session: timed out");
+    assert_eq!(pty.wait().code(), Some(2), "{}", pty.screen());
 }
