@@ -91,6 +91,29 @@ fn a_person_chats_in_a_terminal_while_room_lines_arrive_above_the_half_typed_lin
     pty.type_line("whoami");
     pty.expect_line("You are alice");
     pty.expect(">> ");
+
+    // Back in again: a new editor, and the room still reaches it.
+    pty.type_line("chat");
+    pty.expect_line("* members: 2");
+    pty.expect_line("* member: alice");
+    pty.expect_line("* member: bob");
+    assert_eq!(bob.line(), "* alice joined");
+    bob.send("welcome back");
+    assert_eq!(bob.line(), "> welcome back");
+    pty.expect_line("bob: welcome back");
+    pty.type_line("thanks");
+    assert_eq!(bob.line(), "alice: thanks");
+    pty.expect_line("> thanks");
+    // Up arrow: the line typed before is there to send again.
+    pty.type_keys("\x1b[A");
+    pty.expect("thanks");
+    pty.type_keys("\r");
+    assert_eq!(bob.line(), "alice: thanks");
+    pty.expect_line("> thanks");
+    pty.type_line("/leave");
+    assert_eq!(bob.line(), "* alice left");
+    pty.expect_line(USER_MENU);
+    pty.expect(">> ");
     pty.type_line("quit");
     assert_eq!(pty.wait().code(), Some(0), "{}", pty.screen());
     bob.send("/quit");
