@@ -8,6 +8,7 @@
 use crate::chat::enter;
 use crate::common::*;
 use crate::pty::PtyChild;
+use dccn_auth::config::CHAT_MAX_TEXT_BYTES;
 use std::process::Command;
 use std::time::Duration;
 
@@ -72,6 +73,17 @@ fn a_person_chats_in_a_terminal_while_room_lines_arrive_above_the_half_typed_lin
     pty.type_line("lo");
     assert_eq!(bob.line(), "alice: hallo");
     pty.expect_line("> hallo");
+
+    // Text beyond ASCII goes out as typed; a line over the text limit is
+    // kept back by the client (the server would refuse it), and says so.
+    pty.type_line("grüß dich, 日本");
+    assert_eq!(bob.line(), "alice: grüß dich, 日本");
+    pty.expect_line("> grüß dich, 日本");
+    pty.type_line(&"y".repeat(CHAT_MAX_TEXT_BYTES + 1));
+    pty.expect(&format!("(not sent: {} bytes", CHAT_MAX_TEXT_BYTES + 1));
+    pty.type_line("short again");
+    assert_eq!(bob.line(), "alice: short again");
+    pty.expect_line("> short again");
 
     // bob cannot make a bidi override reach alice's terminal: the server
     // refuses it, and the next line shows that nothing came before it.
