@@ -21,12 +21,14 @@ use super::dialogue::Client;
 use super::error::{ClientError, Result, EXIT_OK, EXIT_REFUSED};
 use super::lines::ServerLine;
 use super::request::{read_one_line, Password};
+use super::visible::visible;
 use crate::codec::ReadError;
 use crate::config::{CHAT_MAX_TEXT_BYTES, MAX_LINE_BYTES};
 use crate::protocol::{chat, control, error, outcome};
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
 use std::io::{self, BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -58,7 +60,7 @@ pub enum ChatEnd {
 
 impl Client {
     /// Runs chat mode until it ends: lines from `input` are sent, every room
-    /// line is handed to `show`. Sends `/ping` after a quiet
+    /// line is handed to `show`, its control characters escaped. Sends `/ping` after a quiet
     /// [`CHAT_CLIENT_PING_AFTER`] (and hides its `* pong`).
     pub fn chat_pump(
         &mut self,
@@ -104,7 +106,12 @@ impl Client {
                 chat::PONG if hidden_pongs > 0 => hidden_pongs -= 1,
                 other => match other.strip_prefix(error::PREFIX) {
                     Some(reason) => fatal = Some(reason.to_string()),
-                    None => show(other),
+                    // A hostile server could send escape sequences (set the
+                    // window title, clear the screen): shown escaped, as every
+                    // other server line is (`visible`). Our server refuses
+                    // control characters in chat text, so its lines pass as
+                    // they are.
+                    None => show(&visible(other)),
                 },
             }
         }
@@ -241,20 +248,39 @@ impl Client {
     /// a rustyline editor reads what they type (line editing, history) while
     /// the pump prints room lines above the prompt through rustyline's external
     /// printer, which redraws the prompt and the half-typed line. Ctrl-D says
-    /// `/leave` (back to the menu), Ctrl-C says `/quit`.
+    /// `/leave` (back to the menu), Ctrl-C says `/quit`. When the server ends
+    /// the chat (an error, its timeout), the person is told why at once and
+    /// presses Enter: rustyline's `readline` cannot be ended from another thread.
     pub(super) fn chat_interactive(&mut self) -> Result<ChatEnd> {
         let input_error = |e: ReadlineError| ClientError::Input(format!("line editor: {e}"));
         let mut editor = DefaultEditor::new().map_err(input_error)?;
         let mut printer = editor.create_external_printer().map_err(input_error)?;
         println!("(chat: type to talk, /msg <user> <text>, /who, /ping, /leave or Ctrl-D back to the menu, /quit)");
         let (tx, rx) = mpsc::channel();
+        // Set by the editor loop before it sends the line (or the Ctrl-C)
+        // that ends the chat: then it no longer reads, and nobody is left to
+        // press Enter.
+        let person_ended = AtomicBool::new(false);
+        let person_ended = &person_ended;
         thread::scope(|scope| {
             let pump = scope.spawn(move || {
                 let end = self.chat_pump(&rx, &mut |line| {
                     let _ = printer.print(format!("{line}\n"));
                 });
-                if !matches!(end, Ok(ChatEnd::Left)) {
-                    let _ = printer.print("(the chat is over: press Enter)\n".to_string());
+                // The server ended it (an error, a timeout, a closed
+                // connection) while the editor waits for a line: told at once,
+                // with the reason; the editor returns at the next Enter.
+                if !person_ended.load(Ordering::SeqCst) {
+                    let why = match &end {
+                        Ok(ChatEnd::Quit {
+                            error: Some(reason),
+                        }) => ClientError::ServerSaid(reason.clone()).to_string(),
+                        Ok(ChatEnd::Quit { error: None }) => "the server said goodbye".into(),
+                        Ok(ChatEnd::Closed) => "the server closed the connection".into(),
+                        Ok(ChatEnd::Left) => "the server ended chat mode".into(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = printer.print(format!("(the chat is over: {why}; press Enter)\n"));
                 }
                 end
             });
@@ -267,6 +293,7 @@ impl Client {
                     Ok(line) => line,
                     Err(ReadlineError::Eof) => chat::LEAVE.to_string(),
                     Err(_) => {
+                        person_ended.store(true, Ordering::SeqCst);
                         let _ = tx.send(Input::End);
                         break;
                     }
@@ -282,6 +309,9 @@ impl Client {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 let last = ends_chat(&line);
+                if last {
+                    person_ended.store(true, Ordering::SeqCst);
+                }
                 if tx.send(Input::Line(line)).is_err() || last {
                     break;
                 }

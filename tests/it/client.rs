@@ -5,6 +5,7 @@
 //! to 127.0.0.1 only.
 
 use crate::child;
+use crate::pty::PtyChild;
 
 use child::{run_with_deadline, Run};
 use dccn_auth::config::ServerConfig;
@@ -12,7 +13,7 @@ use dccn_auth::crypto;
 use dccn_auth::server::{Server, ServerHandle};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -508,148 +509,6 @@ fn a_silent_server_times_out() {
 
 // ---- interactive, in a pseudo-terminal ----------------------------------------
 
-/// A child process on a pseudo-terminal it has as its controlling terminal (so
-/// the hidden prompt, which opens /dev/tty, works as for a person).
-struct PtyChild {
-    master: std::fs::File,
-    child: std::process::Child,
-    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    /// How far `expect` has read.
-    seen: usize,
-}
-
-impl PtyChild {
-    fn spawn(mut cmd: Command) -> PtyChild {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        use std::os::unix::process::CommandExt;
-
-        let (mut master, mut slave) = (-1, -1);
-        let size = libc::winsize {
-            ws_row: 40,
-            ws_col: 200,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: out-pointers to two ints; a null name and termios are allowed.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: openpty gave us these two descriptors; each is owned once.
-        let master = unsafe { std::fs::File::from_raw_fd(master) };
-        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-        cmd.stdin(Stdio::from(slave.try_clone().expect("dup")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // A new session whose controlling terminal is the pty (fd 0).
-                if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn on pty");
-        // Closes the parent's copies of the slave, so the reader sees EOF at exit.
-        drop(cmd);
-        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut reader = master.try_clone().expect("clone master");
-        let sink = output.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // EIO once the child and its terminal are gone.
-            while let Ok(n @ 1..) = reader.read(&mut buf) {
-                sink.lock()
-                    .expect("output lock")
-                    .extend_from_slice(&buf[..n]);
-            }
-        });
-        PtyChild {
-            master,
-            child,
-            output,
-            seen: 0,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned()
-    }
-
-    /// Waits until `needle` appears after what was already matched.
-    fn expect(&mut self, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let text = self.text();
-            if let Some(at) = text.get(self.seen..).and_then(|rest| rest.find(needle)) {
-                self.seen += at + needle.len();
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{needle:?} never appeared; pty output:\n{text}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn echo_on(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut term = std::mem::MaybeUninit::<libc::termios>::uninit();
-        // SAFETY: an open pty master (Linux reports the pair's settings) and a
-        // termios-sized buffer; read only after tcgetattr succeeded.
-        unsafe {
-            assert_eq!(
-                libc::tcgetattr(self.master.as_raw_fd(), term.as_mut_ptr()),
-                0
-            );
-            term.assume_init().c_lflag & libc::ECHO != 0
-        }
-    }
-
-    /// Types a line, as Enter sends it (CR).
-    fn type_line(&mut self, text: &str) {
-        self.type_keys(&format!("{text}\r"));
-    }
-
-    fn type_keys(&mut self, keys: &str) {
-        self.master.write_all(keys.as_bytes()).expect("write pty");
-    }
-
-    /// At a hidden prompt: waits until echo is really off before typing (the
-    /// prompt is printed a moment before the terminal is switched).
-    fn type_hidden(&mut self, text: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        while self.echo_on() {
-            assert!(Instant::now() < deadline, "echo never turned off");
-            thread::sleep(Duration::from_millis(10));
-        }
-        self.type_line(text);
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("interactive client did not exit; output:\n{}", self.text());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 fn interactive(port: u16) -> PtyChild {
     let mut cmd = client_command();
     cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
@@ -710,11 +569,7 @@ fn ctrl_c_at_the_password_prompt_restores_echo() {
     pty.expect("Username: ");
     pty.type_line("judy");
     pty.expect("Password: ");
-    let deadline = Instant::now() + DEADLINE;
-    while pty.echo_on() {
-        assert!(Instant::now() < deadline, "echo never turned off");
-        thread::sleep(Duration::from_millis(10));
-    }
+    pty.wait_for_echo_off();
     pty.type_keys("Half");
     pty.type_keys("\x03"); // Ctrl-C
     assert_eq!(pty.wait().code(), Some(130), "{}", pty.text());
@@ -834,6 +689,69 @@ fn server_text_reaches_the_terminal_with_controls_escaped() {
     assert_eq!(pty.wait().code(), Some(0), "{}", pty.text());
     assert!(!pty.text().contains('\x1b'), "{:?}", pty.text());
     let _ = server.join();
+}
+
+/// A fake server where the client says `chat` at the first `__type__` (after
+/// logging `zed` in, when `login_first`): it sends a room line carrying
+/// [`HOSTILE`], then expects `ends_with` (`/leave` or `/quit`) and ends.
+fn hostile_room(login_first: bool, ends_with: &'static str) -> (u16, JoinHandle<()>) {
+    fake_server(move |p| {
+        p.say(&["menu", "__type__"]);
+        if login_first {
+            let salt = "00112233445566778899aabbccddeeff";
+            let nonce = "ffeeddccbbaa99887766554433221100";
+            assert_eq!(p.hear(), "login");
+            p.say(&["__username__"]);
+            assert_eq!(p.hear(), "zed");
+            p.say(&[&format!("__nonce__:{salt}:{nonce}"), "__password__"]);
+            p.hear();
+            p.say(&["Successfully login", "Access granted!", "menu", "__type__"]);
+        }
+        assert_eq!(p.hear(), "chat");
+        let hostile = format!("eve: {HOSTILE}");
+        p.say(&[
+            "welcome",
+            "__chat__",
+            "* members: 1",
+            "* member: zed",
+            &hostile,
+        ]);
+        assert_eq!(p.hear(), ends_with);
+        if ends_with == "/leave" {
+            p.say(&["__endchat__", "menu", "__type__"]);
+            assert_eq!(p.hear(), "quit");
+        }
+        p.say(&["__quit__"]);
+    })
+}
+
+#[test]
+fn chat_lines_from_a_hostile_server_reach_the_terminal_with_controls_escaped() {
+    // Scripted chat: room lines on standard output.
+    let (port, server) = hostile_room(true, "/quit");
+    let run = act(port, "chat", "zed", GOOD);
+    assert_run(
+        &run,
+        0,
+        &format!("* members: 1\n* member: zed\neve: {HOSTILE_SHOWN}\n"),
+    );
+    server.join().expect("the fake server's script");
+    // Interactive chat: printed above the `chat> ` prompt by the line editor.
+    let (port, server) = hostile_room(false, "/leave");
+    let mut pty = interactive(port);
+    pty.expect(">> ");
+    pty.type_line("chat");
+    pty.expect_line(&format!("eve: {HOSTILE_SHOWN}"));
+    pty.type_line("/leave");
+    pty.expect(">> ");
+    pty.type_line("quit");
+    assert_eq!(pty.wait().code(), Some(0), "{}", pty.screen());
+    // The line editor writes escape sequences of its own; none of these.
+    let raw = pty.text();
+    for sequence in ["\x1b]0;owned", "\x1b[2J", "\rfake", "\u{9b}"] {
+        assert!(!raw.contains(sequence), "{sequence:?} in {raw:?}");
+    }
+    server.join().expect("the fake server's script");
 }
 
 const NO_CHALLENGE: &str = "run_client: protocol error: the server asked for the password \

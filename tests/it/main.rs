@@ -9,9 +9,11 @@
 mod child;
 mod common;
 mod copy_db;
+mod pty;
 
 mod bench;
 mod chat;
+mod chat_terminal;
 mod client;
 mod faults;
 mod haproxy;
