@@ -5,18 +5,27 @@
 //! screen, move the cursor, overwrite a line with CR. Everything the client
 //! prints that came from the server goes through [`visible`], which writes each
 //! control character (Unicode category Cc: C0, DEL, C1) as a visible escape
-//! (`\u{1b}`, `\r`, `\t` ...) and leaves all other text as it is.
+//! (`\u{1b}`, `\r`, `\t` ...) and leaves all other text as it is. So are the
+//! other characters the chat protocol forbids in text
+//! ([`is_forbidden`](crate::chat::line::is_forbidden)): the line and paragraph
+//! separators (a line break for some terminals) and the bidi overrides and
+//! isolates (they reorder what the person reads).
 
+use crate::chat::line::is_forbidden;
 use std::borrow::Cow;
+
+fn unsafe_char(c: char) -> bool {
+    c.is_control() || is_forbidden(c)
+}
 
 /// `text` with its control characters escaped; borrowed when there are none.
 pub fn visible(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if c.is_control() {
+        if unsafe_char(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -46,6 +55,9 @@ mod tests {
             r"\u{1b}]0;owned\u{7}hi\u{1b}[2J\rX\u{7f}\u{9b}"
         );
         assert_eq!(visible("a\tb\n"), r"a\tb\n");
+        // Bidi override (reorders what is read) and line separator.
+        assert_eq!(visible("pay \u{202e}0001"), r"pay \u{202e}0001");
+        assert_eq!(visible("a\u{2028}b"), r"a\u{2028}b");
         for c in (0u32..0x20).chain(0x7f..0xa0) {
             let c = char::from_u32(c).unwrap();
             assert!(
