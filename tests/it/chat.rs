@@ -253,26 +253,39 @@ fn every_member_sees_one_global_order_with_concurrent_senders() {
         }
     }
     const PER_SENDER: usize = 200;
-    let senders = 4; // m0..m3 send, all five read
-    let total = senders * PER_SENDER;
+    // m0..m3 send, all five read.
+    let streams = talk_concurrently(clients, &names, 4, PER_SENDER);
+    assert_one_order(&streams, PER_SENDER);
+}
+
+/// The first `senders` of `clients` (named `names`) each send `per_sender`
+/// lines `<name> says <k>` at once, while every client reads all of them;
+/// returns each client's stream, its own echoes written as `<name>: <text>`,
+/// the form the others see.
+pub(crate) fn talk_concurrently(
+    clients: Vec<TestClient>,
+    names: &[&str],
+    senders: usize,
+    per_sender: usize,
+) -> Vec<Vec<String>> {
+    let total = senders * per_sender;
     let handles: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(i, mut c)| {
             let name = names[i].to_string();
             thread::spawn(move || {
-                if i < senders {
+                let sender = (i < senders).then(|| {
                     let mut w = c.tcp.try_clone().unwrap();
-                    let name2 = name.clone();
+                    let name = name.clone();
                     thread::spawn(move || {
-                        for k in 0..PER_SENDER {
-                            w.write_all(format!("{name2} says {k}\n").as_bytes())
+                        for k in 0..per_sender {
+                            w.write_all(format!("{name} says {k}\n").as_bytes())
                                 .unwrap();
                         }
-                    });
-                }
-                // Normalise the echo to the form the others see.
-                (0..total)
+                    })
+                });
+                let stream: Vec<String> = (0..total)
                     .map(|_| {
                         let l = c.line();
                         match l.strip_prefix("> ") {
@@ -280,12 +293,15 @@ fn every_member_sees_one_global_order_with_concurrent_senders() {
                             None => l,
                         }
                     })
-                    .collect::<Vec<_>>()
+                    .collect();
+                if let Some(sender) = sender {
+                    sender.join().unwrap();
+                }
+                stream
             })
         })
         .collect();
-    let streams: Vec<Vec<String>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_one_order(&streams, PER_SENDER);
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
 /// Every member's stream (echoes written as `<own name>: <text>`) is the

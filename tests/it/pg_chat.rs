@@ -4,11 +4,10 @@
 //! hold across them; the members of a server that dies leave the room.
 //! Skipped (said once) without PostgreSQL, as the other PostgreSQL tests.
 
-use crate::chat::{assert_one_order, enter};
+use crate::chat::{assert_one_order, enter, talk_concurrently};
 use crate::common::{start_server_binary_with, ChildGuard, TestClient};
 use crate::pg_cluster::test_db;
 use dccn_auth::config::{CHAT_HEARTBEAT, CHAT_SERVER_STALE};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
@@ -78,38 +77,7 @@ fn chat_reaches_members_on_both_servers_in_one_order() {
         }
     }
     const PER_SENDER: usize = 100;
-    let total = names.len() * PER_SENDER;
-    let handles: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut c)| {
-            let name = names[i].to_string();
-            thread::spawn(move || {
-                let mut w = c.tcp.try_clone().unwrap();
-                let sender_name = name.clone();
-                let sender = thread::spawn(move || {
-                    for k in 0..PER_SENDER {
-                        w.write_all(format!("{sender_name} says {k}\n").as_bytes())
-                            .unwrap();
-                    }
-                });
-                // The echo, normalised to the form the others see.
-                let stream: Vec<String> = (0..total)
-                    .map(|_| {
-                        let l = c.line();
-                        match l.strip_prefix("> ") {
-                            Some(text) => format!("{name}: {text}"),
-                            None => l,
-                        }
-                    })
-                    .collect();
-                sender.join().unwrap();
-                c.send("/quit");
-                stream
-            })
-        })
-        .collect();
-    let streams: Vec<Vec<String>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let streams = talk_concurrently(clients, &names, names.len(), PER_SENDER);
     assert_one_order(&streams, PER_SENDER);
 }
 
